@@ -1,0 +1,267 @@
+"""Typed, frozen run configuration, composed from ``configs/`` and validated once.
+
+A config is ``configs/default.yaml`` merged with ``configs/method/<method>.yaml``,
+``configs/env/<env>.yaml`` and then command-line overrides (``key=value``,
+dotted for nested keys). Any unknown key or bad value raises ``ConfigError``
+whose message is one line naming the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+METHODS = ("rmix", "rmix_static", "rmix_frozen", "qmix", "vdn", "iql", "rdn")
+ENV_NAMES = ("macn",)
+RISK_PREDICTORS = ("straight_through", "frozen", "static")
+MIXERS = ("qmix", "vdn", "none")
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; the message is one line naming the key and the fix."""
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    name: str = "macn"
+    width: int = 7
+    height: int = 4
+    cliff_reward: float = -100.0
+    slip_prob: float = 0.0
+    reward_noise_std: float = 0.0
+    reward_scale: float = 1.0
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    hidden_dim: int = 64
+    num_atoms: int = 10
+    num_risk_levels: int = 10
+    risk_embed_dim: int = 0  # 0: the number of agents, as the reference does
+    risk_predictor: str = "straight_through"
+    alpha: float = 1.0  # used when risk_predictor is static
+
+
+@dataclass(frozen=True)
+class MixerConfig:
+    kind: str = "qmix"
+    embed_dim: int = 32
+    hypernet_hidden: int = 64
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    t_max: int = 50_000  # env steps per seed
+    num_envs: int = 8  # episodes collected per iteration
+    updates_per_iteration: int = 1
+    buffer_size: int = 5000  # episodes
+    batch_size: int = 32  # episodes
+    gamma: float = 0.99
+    lr: float = 5e-4
+    use_qr: bool = True
+    qr_lr: float = 5e-5
+    qr_eps: float = 3.125e-4
+    qr_interval: int = 1000  # env steps between QR updates
+    start_to_update_qr: int = 100_000  # env steps
+    grad_clip: float = 10.0
+    target_update_episodes: int = 200
+    epsilon_start: float = 1.0
+    epsilon_finish: float = 0.05
+    epsilon_anneal_steps: int = 50_000
+    iterations_per_eval: int = 10
+    test_episodes: int = 8
+
+
+@dataclass(frozen=True)
+class Config:
+    method: str = "rmix"
+    env_preset: str = "macn_7x4"
+    seed: int = 0
+    num_seeds: int = 8
+    run_name: str = ""
+    results_dir: str = "results"
+    env: EnvConfig = field(default_factory=EnvConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    mixer: MixerConfig = field(default_factory=MixerConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    @property
+    def uses_risk_predictor(self) -> bool:
+        return self.agent.risk_predictor != "static"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# --- building ---------------------------------------------------------------------
+
+
+def _fail(key: str, value: Any, allowed: str) -> typing.NoReturn:
+    raise ConfigError(f"config error: {key}={value!r} is not allowed; {allowed}")
+
+
+def _coerce(key: str, value: Any, annotation: Any) -> Any:
+    origin = typing.get_origin(annotation)
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        _fail(key, value, "use true or false")
+    if annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        _fail(key, value, "use a whole number")
+    if annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+        _fail(key, value, "use a finite number")
+    if annotation is str:
+        if isinstance(value, str):
+            return value
+        _fail(key, value, "use a string")
+    if origin in (typing.Union, types.UnionType):
+        raise TypeError(f"unsupported annotation {annotation}")
+    return value
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if key not in names:
+            _fail(dotted, value, f"unknown key; known keys here: {', '.join(sorted(names))}")
+        annotation = hints[key]
+        if dataclasses.is_dataclass(annotation):
+            if not isinstance(value, dict):
+                _fail(dotted, value, "expected a mapping of sub-keys")
+            kwargs[key] = _build(annotation, value, prefix=f"{dotted}.")
+        else:
+            kwargs[key] = _coerce(dotted, value, annotation)
+    return cls(**kwargs)
+
+
+def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        _fail(key, value, allowed)
+
+
+def validate(config: Config) -> Config:
+    """Check every value once; return the config unchanged or raise ConfigError."""
+    c, e, a, m, t = config, config.env, config.agent, config.mixer, config.train
+    _check(c.method in METHODS, "method", c.method, f"choose one of {', '.join(METHODS)}")
+    _check(c.seed >= 0, "seed", c.seed, "use a seed >= 0")
+    _check(c.num_seeds >= 1, "num_seeds", c.num_seeds, "use num_seeds >= 1")
+    _check(e.name in ENV_NAMES, "env.name", e.name, f"choose one of {', '.join(ENV_NAMES)}")
+    _check(e.width >= 3, "env.width", e.width, "MACN needs width >= 3")
+    _check(e.height >= 2, "env.height", e.height, "MACN needs height >= 2")
+    _check(0.0 <= e.slip_prob <= 1.0, "env.slip_prob", e.slip_prob, "use a probability in [0, 1]")
+    _check(e.reward_noise_std >= 0.0, "env.reward_noise_std", e.reward_noise_std, "use a value >= 0")
+    _check(a.num_atoms >= 1, "agent.num_atoms", a.num_atoms, "use M >= 1 atoms")
+    _check(a.num_risk_levels >= 1, "agent.num_risk_levels", a.num_risk_levels, "use K >= 1")
+    _check(a.hidden_dim >= 1, "agent.hidden_dim", a.hidden_dim, "use a size >= 1")
+    _check(a.risk_embed_dim >= 0, "agent.risk_embed_dim", a.risk_embed_dim, "use >= 0 (0 means the number of agents)")
+    _check(
+        a.risk_predictor in RISK_PREDICTORS,
+        "agent.risk_predictor",
+        a.risk_predictor,
+        f"choose one of {', '.join(RISK_PREDICTORS)}",
+    )
+    _check(0.0 < a.alpha <= 1.0, "agent.alpha", a.alpha, "alpha must lie in (0, 1]")
+    _check(m.kind in MIXERS, "mixer.kind", m.kind, f"choose one of {', '.join(MIXERS)}")
+    for name in ("t_max", "num_envs", "updates_per_iteration", "buffer_size", "batch_size",
+                 "qr_interval", "target_update_episodes", "iterations_per_eval", "test_episodes",
+                 "epsilon_anneal_steps"):
+        value = getattr(t, name)
+        _check(value >= 1, f"train.{name}", value, "use a whole number >= 1")
+    _check(t.start_to_update_qr >= 0, "train.start_to_update_qr", t.start_to_update_qr, "use >= 0")
+    _check(t.batch_size <= t.buffer_size, "train.batch_size", t.batch_size, f"use at most train.buffer_size={t.buffer_size}")
+    _check(t.num_envs <= t.buffer_size, "train.num_envs", t.num_envs, f"use at most train.buffer_size={t.buffer_size}")
+    _check(0.0 <= t.gamma <= 1.0, "train.gamma", t.gamma, "use gamma in [0, 1]")
+    for name in ("lr", "qr_lr", "qr_eps", "grad_clip"):
+        value = getattr(t, name)
+        _check(value > 0, f"train.{name}", value, "use a value > 0")
+    for name in ("epsilon_start", "epsilon_finish"):
+        value = getattr(t, name)
+        _check(0.0 <= value <= 1.0, f"train.{name}", value, "use a probability in [0, 1]")
+    return config
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        first = str(err).splitlines()[0] if str(err) else "parse error"
+        raise ConfigError(f"config error: {path} is not valid YAML ({first}); fix or restore the file") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config error: {path} must hold a mapping of keys; fix or restore the file")
+    return data
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _preset(group: str, name: str, config_dir: Path) -> dict[str, Any]:
+    path = config_dir / group / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in (config_dir / group).glob("*.yaml"))
+        raise ConfigError(f"config error: {group}={name!r} is unknown; choose one of {', '.join(known)}")
+    return _read_yaml(path)
+
+
+def _parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise ConfigError(f"config error: override {text!r} is not key=value; write e.g. train.t_max=20000")
+    key, raw = text.split("=", 1)
+    value = yaml.safe_load(raw) if raw != "" else ""
+    return key.strip().split("."), value
+
+
+def load_config(overrides: Sequence[str] = (), config_dir: Path | str = CONFIG_DIR) -> Config:
+    """Compose default + method preset + env preset + overrides; validate; return it."""
+    config_dir = Path(config_dir)
+    parsed = [_parse_override(o) for o in overrides]
+    choices = {"method": "rmix", "env": "macn_7x4"}
+    data = _read_yaml(config_dir / "default.yaml")
+    choices.update({k: data.pop(k) for k in ("method", "env") if k in data and not isinstance(data[k], dict)})
+    for path, value in parsed:
+        if len(path) == 1 and path[0] in choices and not isinstance(value, dict):
+            choices[path[0]] = str(value)
+    data = _merge(data, _preset("method", choices["method"], config_dir))
+    data = _merge(data, {"env": _preset("env", choices["env"], config_dir)})
+    data["method"] = choices["method"]
+    data["env_preset"] = choices["env"]
+    for path, value in parsed:
+        if len(path) == 1 and path[0] in choices:
+            continue
+        cursor = data
+        for part in path[:-1]:
+            child = cursor.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"config error: {'.'.join(path)} is unknown; {part} is not a group of keys")
+            cursor = child
+        cursor[path[-1]] = value
+    return validate(_build(Config, data))
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Rebuild a config saved with ``Config.to_dict`` (validated)."""
+    return validate(_build(Config, data))

@@ -1,0 +1,492 @@
+"""One learner for RMIX and its baselines: ``make_train(config)`` -> pure ``train(rng)``.
+
+RMIX, static-alpha RMIX, reference (frozen-predictor) RMIX, RDN, QMIX, VDN and IQL
+differ only in configuration: the number of atoms M, how alpha is chosen, the
+mixer, and whether the quantile-regression update runs.
+
+Per iteration each seed runs ``num_envs`` whole episodes (PyMARL's episode
+runner, padded to the episode limit and masked), stores them in a whole-episode
+replay (flashbax item buffer), and makes ``updates_per_iteration`` updates. An
+update is a TD update (Eqns. 5-6) or, once every ``qr_interval`` env steps after
+``start_to_update_qr``, a quantile-regression update (Eqn. 7) with its own Adam.
+
+Shape legend: B batch of episodes, E parallel envs, T episode limit (arrays hold
+T + 1 steps: the last holds the final observation), N agents, A actions, M atoms,
+K risk levels, G mixer outputs (1, or N for IQL), O obs, S state, I agent input.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, NamedTuple
+
+import chex
+import flashbax as fbx
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from rmix_jax import ops
+from rmix_jax.config import Config
+from rmix_jax.envs import ArrayEnv, EnvSpec, TimeStep, make_env
+from rmix_jax.networks import AgentCarry, AgentNetwork, make_mixer, zero_carry
+
+
+@struct.dataclass
+class Episode:
+    """One stored episode, time axis first, T + 1 steps."""
+
+    obs: chex.Array  # (T+1, N, O)
+    state: chex.Array  # (T+1, S)
+    avail: chex.Array  # (T+1, N, A) bool
+    actions: chex.Array  # (T+1, N) int32, last step padding
+    reward: chex.Array  # (T+1,) reward of the transition from t
+    terminated: chex.Array  # (T+1,) post-step true terminal of the transition from t
+    filled: chex.Array  # (T+1,) transition t is real (not padding after the end)
+    won: chex.Array  # (T+1,) post-step: the transition from t won the episode
+    reset: chex.Array  # (T+1,) pre-step: step t starts an episode
+    alpha: chex.Array  # (T+1, N) risk level the agent acted on (analysis only)
+
+
+@struct.dataclass
+class Params:
+    agent: Any
+    mixer: Any
+
+
+@struct.dataclass
+class TrainState:
+    params: Params
+    target_params: Params
+    td_opt_state: Any
+    qr_opt_state: Any
+    buffer_state: Any
+    key: chex.PRNGKey
+    t_env: chex.Array  # env steps taken
+    episodes: chex.Array  # episodes collected
+    updates: chex.Array  # gradient updates made (TD and QR)
+    last_target_update: chex.Array  # episodes at the last target copy
+    last_qr_t_env: chex.Array  # t_env at the last QR update
+    chunks: chex.Array  # chunks run
+
+
+class EpisodeStats(NamedTuple):
+    returns: chex.Array  # (E,)
+    won: chex.Array  # (E,)
+    lengths: chex.Array  # (E,)
+    alpha_hist: chex.Array  # (K,) chosen-alpha counts over filled steps and agents
+
+
+@struct.dataclass
+class UpdateStats:
+    td_loss_sum: chex.Array
+    td_count: chex.Array
+    qr_loss_sum: chex.Array
+    qr_count: chex.Array
+    grad_norm_sum: chex.Array
+
+
+class Learner(NamedTuple):
+    """The pure pieces of training, for drivers that leave jit between chunks."""
+
+    config: Config
+    env: ArrayEnv
+    spec: EnvSpec
+    agent: AgentNetwork
+    mixer: Any
+    init: Callable[[chex.PRNGKey], TrainState]
+    run_chunk: Callable[[TrainState], tuple[TrainState, dict]]
+    loss: Callable[[Params, Params, Episode, chex.Array], tuple[chex.Array, dict]]
+    rollout: Callable[[Params, chex.PRNGKey, chex.Array, int], tuple[Episode, EpisodeStats]]
+    train: Callable[[chex.PRNGKey], dict]
+    max_chunks: int
+
+
+def agent_input_dim(spec: EnvSpec) -> int:
+    return spec.obs_dim + spec.num_actions + spec.num_agents
+
+
+def build_inputs(obs: chex.Array, last_actions: chex.Array, reset: chex.Array, num_actions: int) -> chex.Array:
+    """``[obs_i, one_hot(last_action_i), one_hot(i)]``, last action zeroed at an episode start.
+
+    obs: (..., N, O); last_actions: (..., N) int; reset: (...,) -> (..., N, I).
+    """
+    num_agents = obs.shape[-2]
+    last = jax.nn.one_hot(last_actions, num_actions) * (1.0 - reset.astype(jnp.float32))[..., None, None]
+    agent_ids = jnp.broadcast_to(jnp.eye(num_agents), (*obs.shape[:-2], num_agents, num_agents))
+    return jnp.concatenate([obs, last, agent_ids], axis=-1)
+
+
+def make_learner(config: Config, env: ArrayEnv | None = None) -> Learner:
+    env = env if env is not None else make_env(config.env)
+    spec = env.spec
+    n, a_dim, t_len = spec.num_agents, spec.num_actions, spec.episode_limit
+    ac, tc = config.agent, config.train
+    num_levels = ac.num_risk_levels
+    mode = ac.risk_predictor
+    use_qr = tc.use_qr
+
+    agent = AgentNetwork(
+        num_actions=a_dim,
+        num_atoms=ac.num_atoms,
+        hidden_dim=ac.hidden_dim,
+        num_risk_levels=num_levels,
+        risk_embed_dim=ac.risk_embed_dim or n,
+        use_risk_predictor=config.uses_risk_predictor,
+    )
+    mixer = make_mixer(config.mixer.kind, config.mixer.embed_dim, config.mixer.hypernet_hidden)
+    td_tx = optax.chain(optax.clip_by_global_norm(tc.grad_clip), optax.adam(tc.lr))
+    qr_tx = optax.chain(optax.clip_by_global_norm(tc.grad_clip), optax.adam(tc.qr_lr, eps=tc.qr_eps))
+    buffer = fbx.make_item_buffer(
+        max_length=tc.buffer_size,
+        min_length=tc.batch_size,
+        sample_batch_size=tc.batch_size,
+        add_sequences=True,
+    )
+
+    # --- acting values ------------------------------------------------------------
+    def values_and_alpha(atoms: chex.Array, scores: chex.Array) -> tuple[chex.Array, chex.Array]:
+        """(..., A, M), (..., K) -> values (..., A), alpha (...)."""
+        lead = atoms.shape[:-2]
+        flat_atoms = atoms.reshape(-1, *atoms.shape[-2:])
+        if mode == "static":
+            values = jax.vmap(jax.vmap(ops.cvar, in_axes=(0, None)), in_axes=(0, None))(flat_atoms, ac.alpha)
+            alpha = jnp.full(lead, ac.alpha, jnp.float32)
+            return values.reshape(*lead, a_dim), alpha
+        flat_scores = scores.reshape(-1, num_levels)
+        values, level, _ = jax.vmap(ops.risk_sensitive_values, in_axes=(0, 0, None))(
+            flat_atoms, flat_scores, mode == "straight_through"
+        )
+        alpha = ops.level_to_alpha(level, num_levels)
+        return values.reshape(*lead, a_dim), alpha.reshape(lead)
+
+    def alpha_histogram(alpha: chex.Array, weight: chex.Array) -> chex.Array:
+        bins = jnp.clip(jnp.round(alpha * num_levels).astype(jnp.int32) - 1, 0, num_levels - 1)
+        return jnp.sum(jax.nn.one_hot(bins, num_levels) * weight[..., None], axis=tuple(range(alpha.ndim)))
+
+    # --- rollout ------------------------------------------------------------------
+    class _Carry(NamedTuple):
+        env_state: Any
+        timestep: TimeStep
+        agent_carry: AgentCarry
+        last_actions: chex.Array  # (N,)
+        prev_inputs: chex.Array  # (N, I)
+        done: chex.Array  # ()
+        key: chex.PRNGKey
+
+    def run_episode(params: Params, key: chex.PRNGKey, epsilon: chex.Array) -> Episode:
+        reset_key, key = jax.random.split(key)
+        env_state, timestep = env.reset(reset_key)
+        carry = _Carry(
+            env_state=env_state,
+            timestep=timestep,
+            agent_carry=zero_carry((n,), ac.hidden_dim),
+            last_actions=jnp.zeros((n,), jnp.int32),
+            prev_inputs=jnp.zeros((n, agent_input_dim(spec)), jnp.float32),
+            done=jnp.bool_(False),
+            key=key,
+        )
+
+        def step(c: _Carry, t: chex.Array) -> tuple[_Carry, Episode]:
+            key, act_key, env_key = jax.random.split(c.key, 3)
+            first = t == 0
+            inputs = build_inputs(c.timestep.obs, c.last_actions, first, a_dim)
+            agent_carry, out = agent.apply(
+                params.agent, c.agent_carry, inputs, c.prev_inputs, jnp.full((n,), first)
+            )
+            values, alpha = values_and_alpha(out.atoms, out.scores)
+            actions = jax.vmap(ops.epsilon_greedy, in_axes=(0, 0, 0, None))(
+                jax.random.split(act_key, n), values, c.timestep.avail, epsilon
+            )
+            env_state, next_ts = env.step(env_key, c.env_state, actions)
+            # After the end the env is frozen: the padding steps are masked anyway.
+            env_state = jax.tree.map(lambda new, old: jnp.where(c.done, old, new), env_state, c.env_state)
+            next_ts = jax.tree.map(lambda new, old: jnp.where(c.done, old, new), next_ts, c.timestep)
+            record = Episode(
+                obs=c.timestep.obs,
+                state=c.timestep.state,
+                avail=c.timestep.avail > 0,
+                actions=actions,
+                reward=next_ts.reward * ~c.done,
+                terminated=next_ts.terminated & ~c.done,
+                filled=~c.done,
+                won=next_ts.won & ~c.done,
+                reset=first,
+                alpha=alpha,
+            )
+            done = c.done | next_ts.terminated | next_ts.truncated
+            new = _Carry(env_state, next_ts, agent_carry, actions, inputs, done, key)
+            return new, record
+
+        final, steps = jax.lax.scan(step, carry, jnp.arange(t_len))
+        last = final.timestep
+        tail = Episode(
+            obs=last.obs,
+            state=last.state,
+            avail=last.avail > 0,
+            actions=jnp.zeros((n,), jnp.int32),
+            reward=jnp.float32(0.0),
+            terminated=jnp.bool_(False),
+            filled=jnp.bool_(False),
+            won=jnp.bool_(False),
+            reset=jnp.bool_(False),
+            alpha=jnp.zeros((n,), jnp.float32),
+        )
+        return jax.tree.map(lambda xs, x: jnp.concatenate([xs, x[None]], axis=0), steps, tail)
+
+    def rollout(params: Params, key: chex.PRNGKey, epsilon: chex.Array, num_episodes: int):
+        episodes = jax.vmap(run_episode, in_axes=(None, 0, None))(
+            params, jax.random.split(key, num_episodes), epsilon
+        )  # (E, T+1, ...)
+        filled = episodes.filled.astype(jnp.float32)
+        stats = EpisodeStats(
+            returns=jnp.sum(episodes.reward * filled, axis=1),
+            won=jnp.any(episodes.won, axis=1),
+            lengths=jnp.sum(filled, axis=1),
+            alpha_hist=alpha_histogram(episodes.alpha, jnp.broadcast_to(filled[..., None], episodes.alpha.shape)),
+        )
+        return episodes, stats
+
+    # --- learning -----------------------------------------------------------------
+    def unroll(agent_params: Any, batch: Episode) -> tuple[chex.Array, chex.Array]:
+        """Agent outputs over whole episodes: (B, T+1, N, A, M) atoms, (B, T+1, N, K) scores."""
+        prev_actions = jnp.concatenate([jnp.zeros_like(batch.actions[:, :1]), batch.actions[:, :-1]], axis=1)
+        inputs = build_inputs(batch.obs, prev_actions, batch.reset, a_dim)  # (B, T+1, N, I)
+        prev_inputs = jnp.concatenate([jnp.zeros_like(inputs[:, :1]), inputs[:, :-1]], axis=1)
+        prev_inputs = prev_inputs * (1.0 - batch.reset.astype(jnp.float32))[..., None, None]
+        reset = jnp.broadcast_to(batch.reset[..., None], batch.actions.shape)  # (B, T+1, N)
+
+        def step(carry: AgentCarry, xs):
+            x, px, r = xs
+            carry, out = agent.apply(agent_params, carry, x, px, r)
+            return carry, (out.atoms, out.scores)
+
+        # (B, T+1, ...) -> (T+1, B, ...) for the scan over time
+        xs = jax.tree.map(lambda v: jnp.swapaxes(v, 0, 1), (inputs, prev_inputs, reset))
+        _, (atoms, scores) = jax.lax.scan(step, zero_carry((reset.shape[0], n), ac.hidden_dim), xs)
+        return jnp.swapaxes(atoms, 0, 1), jnp.swapaxes(scores, 0, 1)  # (T+1, B, ...) -> (B, T+1, ...)
+
+    def take(values: chex.Array, index: chex.Array) -> chex.Array:
+        """values (..., A, *rest), index (...) -> (..., *rest)."""
+        expanded = index.reshape(index.shape + (1,) * (values.ndim - index.ndim))
+        return jnp.take_along_axis(values, expanded, axis=index.ndim).squeeze(index.ndim)
+
+    def loss_fn(params: Params, target_params: Params, batch: Episode, is_qr: chex.Array):
+        atoms, scores = unroll(params.agent, batch)
+        target_atoms, target_scores = unroll(target_params.agent, batch)
+        values, _ = values_and_alpha(atoms, scores)  # (B, T+1, N, A)
+        target_values, _ = values_and_alpha(target_atoms, target_scores)
+
+        actions = batch.actions[:, :-1]  # (B, T, N)
+        taken = take(values[:, :-1], actions)  # (B, T, N)
+        next_avail = batch.avail[:, 1:]
+        next_greedy = jax.vmap(jax.vmap(jax.vmap(ops.masked_argmax)))(
+            jax.lax.stop_gradient(values[:, 1:]), next_avail
+        )  # double Q: online argmax, evaluated by the target networks
+        next_target = take(target_values[:, 1:], next_greedy)  # (B, T, N)
+
+        c_tot = mixer.apply(params.mixer, taken, batch.state[:, :-1])  # (B, T, G)
+        c_tot_next = mixer.apply(target_params.mixer, next_target, batch.state[:, 1:])
+        reward = batch.reward[:, :-1, None]
+        terminated = batch.terminated[:, :-1, None].astype(jnp.float32)
+        y = jax.lax.stop_gradient(ops.td_target(reward, terminated, tc.gamma, c_tot_next))
+        mask = batch.filled[:, :-1].astype(jnp.float32)  # (B, T)
+        denominator = jnp.maximum(jnp.sum(mask), 1.0)
+        td_error = (c_tot - y) * mask[..., None]
+        td_loss = jnp.sum(td_error**2) / (denominator * c_tot.shape[-1])
+        aux = {"td_loss": td_loss, "qr_loss": jnp.float32(0.0)}
+        if not use_qr:
+            return td_loss, aux
+
+        predicted = take(atoms[:, :-1], actions)  # (B, T, N, M)
+        next_atoms = take(target_atoms[:, 1:], next_greedy)  # (B, T, N, M)
+        qr_target = jax.lax.stop_gradient(
+            taken[..., None] + tc.gamma * (1.0 - terminated[..., None]) * next_atoms
+        )
+        per_agent = jax.vmap(jax.vmap(jax.vmap(ops.quantile_huber_loss)))(predicted, qr_target)  # (B, T, N)
+        qr_loss = jnp.sum(per_agent * mask[..., None]) / (denominator * n)
+        aux["qr_loss"] = qr_loss
+        return jnp.where(is_qr, qr_loss, td_loss), aux
+
+    def update(state: TrainState, key: chex.PRNGKey) -> tuple[TrainState, UpdateStats]:
+        batch = buffer.sample(state.buffer_state, key).experience
+        can_learn = buffer.can_sample(state.buffer_state)
+        is_qr = (
+            jnp.bool_(use_qr)
+            & (state.t_env >= tc.start_to_update_qr)
+            & (state.t_env - state.last_qr_t_env >= tc.qr_interval)
+        )
+        (_, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params, state.target_params, batch, is_qr
+        )
+        do_td = can_learn & ~is_qr
+        do_qr = can_learn & is_qr
+
+        def pick(flag, new, old):
+            return jax.tree.map(lambda x, y: jnp.where(flag, x, y), new, old)
+
+        td_updates, td_opt_state = td_tx.update(grads, state.td_opt_state, state.params)
+        params = pick(do_td, optax.apply_updates(state.params, td_updates), state.params)
+        qr_opt_state = state.qr_opt_state
+        if use_qr:
+            qr_updates, new_qr_opt_state = qr_tx.update(grads, state.qr_opt_state, state.params)
+            params = pick(do_qr, optax.apply_updates(state.params, qr_updates), params)
+            qr_opt_state = pick(do_qr, new_qr_opt_state, state.qr_opt_state)
+        state = state.replace(
+            params=params,
+            td_opt_state=pick(do_td, td_opt_state, state.td_opt_state),
+            qr_opt_state=qr_opt_state,
+            updates=state.updates + can_learn.astype(jnp.int32),
+            last_qr_t_env=jnp.where(do_qr, state.t_env, state.last_qr_t_env),
+        )
+        stats = UpdateStats(
+            td_loss_sum=jnp.where(do_td, aux["td_loss"], 0.0),
+            td_count=do_td.astype(jnp.float32),
+            qr_loss_sum=jnp.where(do_qr, aux["qr_loss"], 0.0),
+            qr_count=do_qr.astype(jnp.float32),
+            grad_norm_sum=jnp.where(can_learn, optax.global_norm(grads), 0.0),
+        )
+        return state, stats
+
+    def epsilon_at(t_env: chex.Array) -> chex.Array:
+        return ops.linear_schedule(tc.epsilon_start, tc.epsilon_finish, tc.epsilon_anneal_steps, t_env)
+
+    def iteration(state: TrainState, _: None) -> tuple[TrainState, dict]:
+        key, rollout_key, update_key = jax.random.split(state.key, 3)
+        epsilon = epsilon_at(state.t_env)
+        episodes, ep_stats = rollout(state.params, rollout_key, epsilon, tc.num_envs)
+        state = state.replace(
+            key=key,
+            buffer_state=buffer.add(state.buffer_state, episodes),
+            t_env=state.t_env + jnp.sum(ep_stats.lengths).astype(jnp.int32),
+            episodes=state.episodes + tc.num_envs,
+        )
+        state, upd = jax.lax.scan(update, state, jax.random.split(update_key, tc.updates_per_iteration))
+        copy_target = state.episodes - state.last_target_update >= tc.target_update_episodes
+        state = state.replace(
+            target_params=jax.tree.map(
+                lambda online, target: jnp.where(copy_target, online, target), state.params, state.target_params
+            ),
+            last_target_update=jnp.where(copy_target, state.episodes, state.last_target_update),
+        )
+        metrics = {
+            "return_sum": jnp.sum(ep_stats.returns),
+            "won_sum": jnp.sum(ep_stats.won.astype(jnp.float32)),
+            "length_sum": jnp.sum(ep_stats.lengths),
+            "alpha_hist": ep_stats.alpha_hist,
+            "epsilon": epsilon,
+            **jax.tree.map(jnp.sum, upd).__dict__,
+        }
+        return state, metrics
+
+    def init(rng: chex.PRNGKey) -> TrainState:
+        agent_key, mixer_key, key = jax.random.split(rng, 3)
+        input_dim = agent_input_dim(spec)
+        agent_params = agent.init(
+            agent_key,
+            zero_carry((n,), ac.hidden_dim),
+            jnp.zeros((n, input_dim)),
+            jnp.zeros((n, input_dim)),
+            jnp.zeros((n,), bool),
+        )
+        mixer_params = mixer.init(mixer_key, jnp.zeros((n,)), jnp.zeros((spec.state_dim,)))
+        params = Params(agent=agent_params, mixer=mixer_params)
+        example = jax.tree.map(lambda x: x[0], rollout(params, key, jnp.float32(1.0), 1)[0])
+        zero = jnp.int32(0)
+        return TrainState(
+            params=params,
+            target_params=params,
+            td_opt_state=td_tx.init(params),
+            qr_opt_state=qr_tx.init(params) if use_qr else None,
+            buffer_state=buffer.init(example),
+            key=key,
+            t_env=zero,
+            episodes=zero,
+            updates=zero,
+            last_target_update=zero,
+            last_qr_t_env=zero,
+            chunks=zero,
+        )
+
+    def evaluate(params: Params, key: chex.PRNGKey) -> dict:
+        _, stats = rollout(params, key, jnp.float32(0.0), tc.test_episodes)
+        return {
+            "test_return": jnp.mean(stats.returns),
+            "test_won": jnp.mean(stats.won.astype(jnp.float32)),
+            "test_length": jnp.mean(stats.lengths),
+            "test_alpha_hist": stats.alpha_hist,
+        }
+
+    def run_chunk(state: TrainState) -> tuple[TrainState, dict]:
+        """``iterations_per_eval`` iterations then a greedy evaluation; a seed past t_max stays put."""
+        active = state.t_env < tc.t_max
+        new_state, it = jax.lax.scan(iteration, state, None, length=tc.iterations_per_eval)
+        eval_key, key = jax.random.split(new_state.key)
+        new_state = new_state.replace(key=key, chunks=new_state.chunks + 1)
+        new_state = jax.tree.map(lambda x, y: jnp.where(active, x, y), new_state, state)
+        episodes = float(tc.num_envs * tc.iterations_per_eval)
+        metrics = {
+            "active": active,
+            "t_env": new_state.t_env,
+            "episodes": new_state.episodes,
+            "updates": new_state.updates,
+            "return_mean": jnp.sum(it["return_sum"]) / episodes,
+            "won_rate": jnp.sum(it["won_sum"]) / episodes,
+            "length_mean": jnp.sum(it["length_sum"]) / episodes,
+            "epsilon": it["epsilon"][-1],
+            "td_loss": _ratio(it["td_loss_sum"], it["td_count"]),
+            "qr_loss": _ratio(it["qr_loss_sum"], it["qr_count"]),
+            "qr_updates": jnp.sum(it["qr_count"]),
+            "grad_norm": _ratio(it["grad_norm_sum"], it["td_count"] + it["qr_count"]),
+            "alpha_hist": jnp.sum(it["alpha_hist"], axis=0),
+            **evaluate(new_state.params, eval_key),
+        }
+        return new_state, metrics
+
+    max_chunks = math.ceil(tc.t_max / (tc.iterations_per_eval * tc.num_envs)) + 1
+
+    def train(rng: chex.PRNGKey) -> dict:
+        """Pure: init, then chunks until t_env >= t_max. Metrics rows past ``num_chunks`` are zero."""
+        state = init(rng)
+        _, example = jax.eval_shape(run_chunk, state)
+        history = jax.tree.map(lambda s: jnp.zeros((max_chunks, *s.shape), s.dtype), example)
+
+        def body(carry):
+            state, history = carry
+            index = state.chunks
+            state, metrics = run_chunk(state)
+            history = jax.tree.map(lambda h, m: h.at[index].set(m), history, metrics)
+            return state, history
+
+        def cond(carry):
+            state, _ = carry
+            return (state.t_env < tc.t_max) & (state.chunks < max_chunks)
+
+        state, history = jax.lax.while_loop(cond, body, (state, history))
+        return {"state": state, "metrics": history, "num_chunks": state.chunks}
+
+    return Learner(
+        config=config,
+        env=env,
+        spec=spec,
+        agent=agent,
+        mixer=mixer,
+        init=init,
+        run_chunk=run_chunk,
+        loss=loss_fn,
+        rollout=rollout,
+        train=train,
+        max_chunks=max_chunks,
+    )
+
+
+
+def _ratio(total: chex.Array, count: chex.Array) -> chex.Array:
+    count_sum = jnp.sum(count)
+    return jnp.where(count_sum > 0, jnp.sum(total) / jnp.maximum(count_sum, 1.0), jnp.nan)
+
+
+def make_train(config: Config) -> Callable[[chex.PRNGKey], dict]:
+    """Pure ``train(rng)``; ``jax.jit(jax.vmap(make_train(config)))(keys)`` runs many seeds."""
+    return make_learner(config).train

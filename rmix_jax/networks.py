@@ -1,0 +1,156 @@
+"""Agent, risk-level predictor and mixer networks (flax linen, pure ``apply``).
+
+Shape legend: N agents, A actions, M atoms, K risk levels, E embedding size,
+H hidden size, I agent input size, S state size. Leading batch axes are free.
+"""
+
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+
+@struct.dataclass
+class AgentCarry:
+    """Recurrent state of one agent: the value branch and the risk branch."""
+
+    hidden: jax.Array  # (..., H)
+    risk_hidden: jax.Array  # (..., H)
+
+
+@struct.dataclass
+class AgentOutput:
+    atoms: jax.Array  # (..., A, M) return atoms per action
+    scores: jax.Array  # (..., K) risk-level scores (zeros when there is no predictor)
+
+
+def zero_carry(batch_shape: tuple[int, ...], hidden_dim: int) -> AgentCarry:
+    zeros = jnp.zeros((*batch_shape, hidden_dim), jnp.float32)
+    return AgentCarry(hidden=zeros, risk_hidden=zeros)
+
+
+class AgentNetwork(nn.Module):
+    """One recurrent step of the RMIX agent, parameters shared by all agents.
+
+    Value branch: ``Dense(H) -> ReLU -> GRUCell(H) -> Dense(A*M)`` giving M Dirac atoms
+    per action. Risk branch psi (paper Eqn. 3, Fig. 3): ``Dense(H) -> ReLU -> GRUCell(H)``
+    over the previous step's inputs; the atom head (its parameters under
+    stop-gradient) turns that hidden state into a history embedding ``(K, E)``, the
+    current atoms (stop-gradient) into a current embedding ``(E,)``; the scores are
+    their dot products over sqrt(H).
+    """
+
+    num_actions: int
+    num_atoms: int
+    hidden_dim: int = 64
+    num_risk_levels: int = 10
+    risk_embed_dim: int = 2
+    use_risk_predictor: bool = True
+
+    @nn.compact
+    def __call__(
+        self,
+        carry: AgentCarry,
+        inputs: jax.Array,
+        prev_inputs: jax.Array,
+        reset: jax.Array,
+    ) -> tuple[AgentCarry, AgentOutput]:
+        """One step.
+
+        Args:
+          carry: hidden states (..., H).
+          inputs: (..., I) ``[obs, one_hot(last_action), one_hot(agent_id)]``.
+          prev_inputs: (..., I) the previous step's inputs (zeros at an episode start).
+          reset: (...,) True at an episode's first step: the hidden states restart at zero.
+        """
+        head_size = self.num_actions * self.num_atoms
+        keep = (1.0 - reset.astype(jnp.float32))[..., None]
+
+        torso = nn.relu(nn.Dense(self.hidden_dim, name="torso")(inputs))
+        hidden, _ = nn.GRUCell(self.hidden_dim, name="gru")(carry.hidden * keep, torso)
+        head_kernel = self.param(
+            "head_kernel", nn.initializers.lecun_normal(), (self.hidden_dim, head_size)
+        )
+        head_bias = self.param("head_bias", nn.initializers.zeros_init(), (head_size,))
+        flat_atoms = hidden @ head_kernel + head_bias
+        atoms = flat_atoms.reshape(*flat_atoms.shape[:-1], self.num_actions, self.num_atoms)
+
+        if not self.use_risk_predictor:
+            scores = jnp.zeros((*atoms.shape[:-2], self.num_risk_levels), jnp.float32)
+            return AgentCarry(hidden, carry.risk_hidden), AgentOutput(atoms, scores)
+
+        risk_torso = nn.relu(nn.Dense(self.hidden_dim, name="risk_torso")(prev_inputs))
+        risk_hidden, _ = nn.GRUCell(self.hidden_dim, name="risk_gru")(
+            carry.risk_hidden * keep, risk_torso
+        )
+        history_atoms = risk_hidden @ jax.lax.stop_gradient(head_kernel) + jax.lax.stop_gradient(
+            head_bias
+        )
+        history = nn.Dense(self.num_risk_levels * self.risk_embed_dim, use_bias=False, name="history_embed")(
+            history_atoms
+        ).reshape(*history_atoms.shape[:-1], self.num_risk_levels, self.risk_embed_dim)
+        current = nn.Dense(self.risk_embed_dim, use_bias=False, name="current_embed")(
+            jax.lax.stop_gradient(flat_atoms)
+        )
+        scores = jnp.einsum("...ke,...e->...k", history, current) / math.sqrt(self.hidden_dim)
+        return AgentCarry(hidden, risk_hidden), AgentOutput(atoms, scores)
+
+
+class QMixer(nn.Module):
+    """QMIX mixing network (paper Eqn. 4): monotone in every agent value.
+
+    Hypernetworks of the state give non-negative weights (absolute values), so
+    ``dC_tot / dC_i >= 0``.
+    """
+
+    embed_dim: int = 32
+    hypernet_hidden: int = 64
+
+    @nn.compact
+    def __call__(self, agent_values: jax.Array, state: jax.Array) -> jax.Array:
+        """agent_values: (..., N), state: (..., S) -> (..., 1)."""
+        num_agents = agent_values.shape[-1]
+        e = self.embed_dim
+
+        def hyper(name: str, out: int) -> jax.Array:
+            h = nn.relu(nn.Dense(self.hypernet_hidden, name=f"{name}_hidden")(state))
+            return jnp.abs(nn.Dense(out, name=f"{name}_out")(h))
+
+        w1 = hyper("w1", num_agents * e).reshape(*state.shape[:-1], num_agents, e)
+        b1 = nn.Dense(e, name="b1")(state)
+        hidden = nn.elu(jnp.einsum("...n,...ne->...e", agent_values, w1) + b1)
+        w_final = hyper("w_final", e)
+        v = nn.Dense(1, name="v_out")(nn.relu(nn.Dense(e, name="v_hidden")(state)))
+        return jnp.sum(hidden * w_final, axis=-1, keepdims=True) + v
+
+
+class SumMixer(nn.Module):
+    """VDN / RDN: C_tot is the plain sum of the agents' values."""
+
+    @nn.compact
+    def __call__(self, agent_values: jax.Array, state: jax.Array) -> jax.Array:
+        del state
+        return jnp.sum(agent_values, axis=-1, keepdims=True)
+
+
+class NoMixer(nn.Module):
+    """IQL: every agent learns its own value from the team reward."""
+
+    @nn.compact
+    def __call__(self, agent_values: jax.Array, state: jax.Array) -> jax.Array:
+        del state
+        return agent_values
+
+
+def make_mixer(kind: str, embed_dim: int, hypernet_hidden: int) -> nn.Module:
+    if kind == "qmix":
+        return QMixer(embed_dim=embed_dim, hypernet_hidden=hypernet_hidden)
+    if kind == "vdn":
+        return SumMixer()
+    if kind == "none":
+        return NoMixer()
+    raise ValueError(f"unknown mixer {kind!r}; use one of qmix, vdn, none")

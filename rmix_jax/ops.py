@@ -1,0 +1,191 @@
+"""The pure math of RMIX, one example per call (batch with ``jax.vmap``).
+
+Shape legend: M atoms, A actions, K risk levels.
+
+Every function here is tested against NumPy float64 in ``tests/test_ops.py``.
+"""
+
+from __future__ import annotations
+
+import chex
+import jax
+import jax.numpy as jnp
+import rlax
+
+# A float alpha * M that lies within this distance of an integer is taken as that
+# integer, so 0.3 * 10 gives k = 3 whatever float rounding does (the reference
+# code's float32 ceil gives 4 for some such products).
+_TAIL_COUNT_TOLERANCE = 1e-3
+
+
+def tail_count(alpha: chex.Numeric, num_atoms: int) -> chex.Array:
+    """Number of lowest atoms averaged by CVaR_alpha: ``k = ceil(alpha * M)``, ``1 <= k <= M``.
+
+    Args:
+      alpha: risk level in (0, 1], a float scalar (may be traced).
+      num_atoms: M, a Python int.
+
+    Returns:
+      k as an int32 scalar.
+    """
+    scaled = jnp.asarray(alpha, jnp.float32) * num_atoms
+    k = jnp.ceil(scaled - _TAIL_COUNT_TOLERANCE).astype(jnp.int32)
+    return jnp.clip(k, 1, num_atoms)
+
+
+def level_tail_counts(num_levels: int, num_atoms: int) -> chex.Array:
+    """Exact integer ``k = ceil((j + 1) * M / K)`` for the K grid levels alpha_j = (j + 1) / K.
+
+    Returns:
+      (K,) int32.
+    """
+    levels = jnp.arange(1, num_levels + 1, dtype=jnp.int32)
+    return (levels * num_atoms + num_levels - 1) // num_levels
+
+
+def _cvar_from_sorted_cumsum(sorted_cumsum: chex.Array, counts: chex.Array) -> chex.Array:
+    return sorted_cumsum[counts - 1] / counts.astype(sorted_cumsum.dtype)
+
+
+def cvar(atoms: chex.Array, alpha: chex.Numeric) -> chex.Array:
+    """CVaR of an equally weighted Dirac distribution (paper Eqn. 2).
+
+    Sorts the M atoms ascending and averages the lowest ``k = ceil(alpha * M)``;
+    alpha = 1 gives the mean and alpha -> 0 the minimum.
+
+    Args:
+      atoms: (M,) atom locations, in any order.
+      alpha: risk level in (0, 1].
+
+    Returns:
+      scalar CVaR_alpha.
+    """
+    chex.assert_rank(atoms, 1)
+    sorted_cumsum = jnp.cumsum(jnp.sort(atoms))
+    return _cvar_from_sorted_cumsum(sorted_cumsum, tail_count(alpha, atoms.shape[0]))
+
+
+def cvar_all_levels(atoms: chex.Array, num_levels: int) -> chex.Array:
+    """CVaR at every grid level alpha_j = (j + 1) / K, with exact integer tail counts.
+
+    Args:
+      atoms: (M,) atom locations.
+      num_levels: K.
+
+    Returns:
+      (K,) CVaR values, index j for alpha = (j + 1) / K.
+    """
+    chex.assert_rank(atoms, 1)
+    sorted_cumsum = jnp.cumsum(jnp.sort(atoms))
+    return _cvar_from_sorted_cumsum(sorted_cumsum, level_tail_counts(num_levels, atoms.shape[0]))
+
+
+def level_to_alpha(level: chex.Array, num_levels: int) -> chex.Array:
+    """Risk level index j -> alpha = (j + 1) / K."""
+    return (level + 1).astype(jnp.float32) / num_levels
+
+
+def risk_sensitive_values(
+    atoms: chex.Array, scores: chex.Array, straight_through: bool
+) -> tuple[chex.Array, chex.Array, chex.Array]:
+    """Per-action CVaR at the risk level the predictor picks (paper Eqn. 3).
+
+    Forward: alpha = (argmax_k s_k + 1) / K and C(u) = CVaR_alpha(Z(u)). With
+    ``straight_through`` the backward pass also carries the gradient of
+    ``sum_k softmax(s)_k * CVaR_{alpha_k}(Z(u))`` into the scores (atoms held
+    fixed in that term), so the predictor learns; without it the scores get no
+    gradient, which is the reference code's behaviour.
+
+    Args:
+      atoms: (A, M) atoms per action.
+      scores: (K,) predictor scores over risk levels.
+      straight_through: whether gradients reach the scores.
+
+    Returns:
+      values: (A,) CVaR per action; level: int32 chosen level index;
+      probs: (K,) softmax of the scores.
+    """
+    chex.assert_rank([atoms, scores], [2, 1])
+    num_levels = scores.shape[0]
+    all_levels = jax.vmap(cvar_all_levels, in_axes=(0, None))(atoms, num_levels)  # (A, K)
+    probs = jax.nn.softmax(scores)
+    level = jnp.argmax(scores).astype(jnp.int32)
+    hard = all_levels[:, level]
+    if not straight_through:
+        return hard, level, jax.lax.stop_gradient(probs)
+    soft = jnp.sum(probs * jax.lax.stop_gradient(all_levels), axis=-1)
+    return hard + soft - jax.lax.stop_gradient(soft), level, probs
+
+
+def quantile_midpoints(num_atoms: int) -> chex.Array:
+    """tau_hat_i = (2i + 1) / (2M), the quantile that predicted atom i learns."""
+    return (2.0 * jnp.arange(num_atoms, dtype=jnp.float32) + 1.0) / (2.0 * num_atoms)
+
+
+def quantile_huber_loss(predicted: chex.Array, target: chex.Array) -> chex.Array:
+    """Quantile Huber loss (kappa = 1) of paper Eqn. 7.
+
+    ``tau_hat`` is indexed by the *predicted* atom and every predicted atom is
+    compared with every target atom: sum over predicted atoms of the mean over
+    target atoms. (The reference code indexes tau by the target atom, so all
+    atoms get the same loss and never become ordered quantiles.)
+
+    Args:
+      predicted: (M,) predicted atoms.
+      target: (M',) target atoms (gradient stopped).
+
+    Returns:
+      scalar loss.
+    """
+    chex.assert_rank([predicted, target], 1)
+    return rlax.quantile_regression_loss(
+        predicted, quantile_midpoints(predicted.shape[0]), target, huber_param=1.0
+    )
+
+
+def td_target(
+    reward: chex.Numeric, terminated: chex.Numeric, gamma: float, next_value: chex.Array
+) -> chex.Array:
+    """``y = r + gamma * (1 - terminated) * next_value`` (paper Eqn. 5).
+
+    ``next_value`` is the target network's C_tot at the double-Q action; a
+    truncated (time-limit) step is not terminated, so it bootstraps.
+    """
+    return reward + gamma * (1.0 - terminated) * next_value
+
+
+def masked_argmax(values: chex.Array, avail: chex.Array) -> chex.Array:
+    """argmax over available actions. values: (A,), avail: (A,) bool or 0/1."""
+    chex.assert_rank([values, avail], 1)
+    return jnp.argmax(jnp.where(avail > 0, values, -jnp.inf)).astype(jnp.int32)
+
+
+def epsilon_greedy(
+    key: chex.PRNGKey, values: chex.Array, avail: chex.Array, epsilon: chex.Numeric
+) -> chex.Array:
+    """Greedy available action, or with probability epsilon a uniform available one.
+
+    Args:
+      key: PRNG key.
+      values: (A,) action values.
+      avail: (A,) availability mask.
+      epsilon: exploration probability.
+
+    Returns:
+      int32 action.
+    """
+    chex.assert_rank([values, avail], 1)
+    explore_key, choice_key = jax.random.split(key)
+    greedy = masked_argmax(values, avail)
+    available = (avail > 0).astype(jnp.float32)
+    random_action = jax.random.choice(
+        choice_key, values.shape[0], p=available / jnp.sum(available)
+    ).astype(jnp.int32)
+    explore = jax.random.uniform(explore_key) < epsilon
+    return jnp.where(explore, random_action, greedy)
+
+
+def linear_schedule(start: float, finish: float, duration: float, t: chex.Numeric) -> chex.Array:
+    """Linear anneal from ``start`` to ``finish`` over ``duration`` steps, then constant."""
+    fraction = jnp.clip(jnp.asarray(t, jnp.float32) / max(duration, 1.0), 0.0, 1.0)
+    return start + fraction * (finish - start)
