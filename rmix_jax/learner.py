@@ -256,16 +256,19 @@ def make_learner(config: Config, env: ArrayEnv | None = None) -> Learner:
         prev_inputs = jnp.concatenate([jnp.zeros_like(inputs[:, :1]), inputs[:, :-1]], axis=1)
         prev_inputs = prev_inputs * (1.0 - batch.reset.astype(jnp.float32))[..., None, None]
         reset = jnp.broadcast_to(batch.reset[..., None], batch.actions.shape)  # (B, T+1, N)
+        features = agent.apply(agent_params, inputs, prev_inputs, method=AgentNetwork.torsos)
 
         def step(carry: AgentCarry, xs):
-            x, px, r = xs
-            carry, out = agent.apply(agent_params, carry, x, px, r)
-            return carry, (out.atoms, out.scores)
+            feature_t, reset_t = xs
+            carry = agent.apply(agent_params, carry, feature_t, reset_t, method=AgentNetwork.recur)
+            return carry, carry
 
-        # (B, T+1, ...) -> (T+1, B, ...) for the scan over time
-        xs = jax.tree.map(lambda v: jnp.swapaxes(v, 0, 1), (inputs, prev_inputs, reset))
-        _, (atoms, scores) = jax.lax.scan(step, zero_carry((reset.shape[0], n), ac.hidden_dim), xs)
-        return jnp.swapaxes(atoms, 0, 1), jnp.swapaxes(scores, 0, 1)  # (T+1, B, ...) -> (B, T+1, ...)
+        # (B, T+1, ...) -> (T+1, B, ...) for the scan over time, and back
+        xs = jax.tree.map(lambda v: jnp.swapaxes(v, 0, 1), (features, reset))
+        _, hidden = jax.lax.scan(step, zero_carry((reset.shape[0], n), ac.hidden_dim), xs)
+        hidden = jax.tree.map(lambda v: jnp.swapaxes(v, 0, 1), hidden)
+        out = agent.apply(agent_params, hidden, method=AgentNetwork.heads)
+        return out.atoms, out.scores
 
     def take(values: chex.Array, index: chex.Array) -> chex.Array:
         """values (..., A, *rest), index (...) -> (..., *rest)."""

@@ -34,7 +34,7 @@ def zero_carry(batch_shape: tuple[int, ...], hidden_dim: int) -> AgentCarry:
 
 
 class AgentNetwork(nn.Module):
-    """One recurrent step of the RMIX agent, parameters shared by all agents.
+    """The RMIX agent, parameters shared by all agents.
 
     Value branch: ``Dense(H) -> ReLU -> GRUCell(H) -> Dense(A*M)`` giving M Dirac atoms
     per action. Risk branch psi (paper Eqn. 3, Fig. 3): ``Dense(H) -> ReLU -> GRUCell(H)``
@@ -42,6 +42,10 @@ class AgentNetwork(nn.Module):
     stop-gradient) turns that hidden state into a history embedding ``(K, E)``, the
     current atoms (stop-gradient) into a current embedding ``(E,)``; the scores are
     their dot products over sqrt(H).
+
+    The step is split in three so that training runs only the recurrences inside
+    the scan over time: ``torsos`` and ``heads`` act on all time steps at once.
+    ``__call__`` is one whole step, for acting.
     """
 
     num_actions: int
@@ -51,13 +55,52 @@ class AgentNetwork(nn.Module):
     risk_embed_dim: int = 2
     use_risk_predictor: bool = True
 
-    @nn.compact
+    def setup(self) -> None:
+        head_size = self.num_actions * self.num_atoms
+        self.torso = nn.Dense(self.hidden_dim)
+        self.gru = nn.GRUCell(self.hidden_dim)
+        self.head_kernel = self.param("head_kernel", nn.initializers.lecun_normal(), (self.hidden_dim, head_size))
+        self.head_bias = self.param("head_bias", nn.initializers.zeros_init(), (head_size,))
+        if self.use_risk_predictor:
+            self.risk_torso = nn.Dense(self.hidden_dim)
+            self.risk_gru = nn.GRUCell(self.hidden_dim)
+            self.history_embed = nn.Dense(self.num_risk_levels * self.risk_embed_dim, use_bias=False)
+            self.current_embed = nn.Dense(self.risk_embed_dim, use_bias=False)
+
+    def torsos(self, inputs: jax.Array, prev_inputs: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """(..., I) current and previous-step inputs -> (..., H) features of each branch."""
+        features = nn.relu(self.torso(inputs))
+        if not self.use_risk_predictor:
+            return features, jnp.zeros_like(features)
+        return features, nn.relu(self.risk_torso(prev_inputs))
+
+    def recur(self, carry: AgentCarry, features: tuple[jax.Array, jax.Array], reset: jax.Array) -> AgentCarry:
+        """GRU steps of both branches; hidden states restart at zero where ``reset``."""
+        keep = (1.0 - reset.astype(jnp.float32))[..., None]
+        hidden, _ = self.gru(carry.hidden * keep, features[0])
+        if not self.use_risk_predictor:
+            return AgentCarry(hidden, carry.risk_hidden)
+        risk_hidden, _ = self.risk_gru(carry.risk_hidden * keep, features[1])
+        return AgentCarry(hidden, risk_hidden)
+
+    def heads(self, carry: AgentCarry) -> AgentOutput:
+        """Hidden states (..., H) -> atoms (..., A, M) and risk scores (..., K)."""
+        flat_atoms = carry.hidden @ self.head_kernel + self.head_bias
+        atoms = flat_atoms.reshape(*flat_atoms.shape[:-1], self.num_actions, self.num_atoms)
+        if not self.use_risk_predictor:
+            return AgentOutput(atoms, jnp.zeros((*atoms.shape[:-2], self.num_risk_levels), jnp.float32))
+        history_atoms = carry.risk_hidden @ jax.lax.stop_gradient(self.head_kernel) + jax.lax.stop_gradient(
+            self.head_bias
+        )
+        history = self.history_embed(history_atoms).reshape(
+            *history_atoms.shape[:-1], self.num_risk_levels, self.risk_embed_dim
+        )
+        current = self.current_embed(jax.lax.stop_gradient(flat_atoms))
+        scores = jnp.einsum("...ke,...e->...k", history, current) / math.sqrt(self.hidden_dim)
+        return AgentOutput(atoms, scores)
+
     def __call__(
-        self,
-        carry: AgentCarry,
-        inputs: jax.Array,
-        prev_inputs: jax.Array,
-        reset: jax.Array,
+        self, carry: AgentCarry, inputs: jax.Array, prev_inputs: jax.Array, reset: jax.Array
     ) -> tuple[AgentCarry, AgentOutput]:
         """One step.
 
@@ -67,37 +110,8 @@ class AgentNetwork(nn.Module):
           prev_inputs: (..., I) the previous step's inputs (zeros at an episode start).
           reset: (...,) True at an episode's first step: the hidden states restart at zero.
         """
-        head_size = self.num_actions * self.num_atoms
-        keep = (1.0 - reset.astype(jnp.float32))[..., None]
-
-        torso = nn.relu(nn.Dense(self.hidden_dim, name="torso")(inputs))
-        hidden, _ = nn.GRUCell(self.hidden_dim, name="gru")(carry.hidden * keep, torso)
-        head_kernel = self.param(
-            "head_kernel", nn.initializers.lecun_normal(), (self.hidden_dim, head_size)
-        )
-        head_bias = self.param("head_bias", nn.initializers.zeros_init(), (head_size,))
-        flat_atoms = hidden @ head_kernel + head_bias
-        atoms = flat_atoms.reshape(*flat_atoms.shape[:-1], self.num_actions, self.num_atoms)
-
-        if not self.use_risk_predictor:
-            scores = jnp.zeros((*atoms.shape[:-2], self.num_risk_levels), jnp.float32)
-            return AgentCarry(hidden, carry.risk_hidden), AgentOutput(atoms, scores)
-
-        risk_torso = nn.relu(nn.Dense(self.hidden_dim, name="risk_torso")(prev_inputs))
-        risk_hidden, _ = nn.GRUCell(self.hidden_dim, name="risk_gru")(
-            carry.risk_hidden * keep, risk_torso
-        )
-        history_atoms = risk_hidden @ jax.lax.stop_gradient(head_kernel) + jax.lax.stop_gradient(
-            head_bias
-        )
-        history = nn.Dense(self.num_risk_levels * self.risk_embed_dim, use_bias=False, name="history_embed")(
-            history_atoms
-        ).reshape(*history_atoms.shape[:-1], self.num_risk_levels, self.risk_embed_dim)
-        current = nn.Dense(self.risk_embed_dim, use_bias=False, name="current_embed")(
-            jax.lax.stop_gradient(flat_atoms)
-        )
-        scores = jnp.einsum("...ke,...e->...k", history, current) / math.sqrt(self.hidden_dim)
-        return AgentCarry(hidden, risk_hidden), AgentOutput(atoms, scores)
+        carry = self.recur(carry, self.torsos(inputs, prev_inputs), reset)
+        return carry, self.heads(carry)
 
 
 class QMixer(nn.Module):

@@ -43,15 +43,46 @@ def level_tail_counts(num_levels: int, num_atoms: int) -> chex.Array:
     return (levels * num_atoms + num_levels - 1) // num_levels
 
 
-def _cvar_from_sorted_cumsum(sorted_cumsum: chex.Array, counts: chex.Array) -> chex.Array:
-    return sorted_cumsum[counts - 1] / counts.astype(sorted_cumsum.dtype)
+# Up to this many atoms, ranks from pairwise comparisons are far cheaper than XLA's
+# sort on the CPU (M = 10: 0.6 ms against 8.6 ms for 15k distributions); above
+# it the O(M^2) comparisons cost more than sorting.
+_PAIRWISE_RANK_MAX_ATOMS = 32
+
+
+def ascending_ranks(atoms: chex.Array) -> chex.Array:
+    """Rank of each atom in ascending order, ties broken by index: a permutation of 0..M-1.
+
+    Args:
+      atoms: (M,).
+
+    Returns:
+      (M,) int32 ranks.
+    """
+    chex.assert_rank(atoms, 1)
+    m = atoms.shape[0]
+    if m > _PAIRWISE_RANK_MAX_ATOMS:
+        return jnp.argsort(jnp.argsort(atoms, stable=True), stable=True).astype(jnp.int32)
+    index = jnp.arange(m)
+    below = atoms[None, :] < atoms[:, None]
+    tied_before = (atoms[None, :] == atoms[:, None]) & (index[None, :] < index[:, None])
+    return jnp.sum(below | tied_before, axis=-1).astype(jnp.int32)
+
+
+def _tail_means(atoms: chex.Array, counts: chex.Array) -> chex.Array:
+    """Mean of the ``counts[j]`` lowest atoms for each j. atoms (M,), counts (J,) -> (J,)."""
+    m = atoms.shape[0]
+    if m > _PAIRWISE_RANK_MAX_ATOMS:
+        sorted_cumsum = jnp.cumsum(jnp.sort(atoms))
+        return sorted_cumsum[counts - 1] / counts.astype(atoms.dtype)
+    in_tail = ascending_ranks(atoms)[None, :] < counts[:, None]  # (J, M)
+    return (in_tail.astype(atoms.dtype) @ atoms) / counts.astype(atoms.dtype)
 
 
 def cvar(atoms: chex.Array, alpha: chex.Numeric) -> chex.Array:
     """CVaR of an equally weighted Dirac distribution (paper Eqn. 2).
 
-    Sorts the M atoms ascending and averages the lowest ``k = ceil(alpha * M)``;
-    alpha = 1 gives the mean and alpha -> 0 the minimum.
+    Averages the lowest ``k = ceil(alpha * M)`` of the M atoms; alpha = 1 gives
+    the mean and alpha -> 0 the minimum.
 
     Args:
       atoms: (M,) atom locations, in any order.
@@ -61,8 +92,7 @@ def cvar(atoms: chex.Array, alpha: chex.Numeric) -> chex.Array:
       scalar CVaR_alpha.
     """
     chex.assert_rank(atoms, 1)
-    sorted_cumsum = jnp.cumsum(jnp.sort(atoms))
-    return _cvar_from_sorted_cumsum(sorted_cumsum, tail_count(alpha, atoms.shape[0]))
+    return _tail_means(atoms, tail_count(alpha, atoms.shape[0])[None])[0]
 
 
 def cvar_all_levels(atoms: chex.Array, num_levels: int) -> chex.Array:
@@ -76,8 +106,7 @@ def cvar_all_levels(atoms: chex.Array, num_levels: int) -> chex.Array:
       (K,) CVaR values, index j for alpha = (j + 1) / K.
     """
     chex.assert_rank(atoms, 1)
-    sorted_cumsum = jnp.cumsum(jnp.sort(atoms))
-    return _cvar_from_sorted_cumsum(sorted_cumsum, level_tail_counts(num_levels, atoms.shape[0]))
+    return _tail_means(atoms, level_tail_counts(num_levels, atoms.shape[0]))
 
 
 def level_to_alpha(level: chex.Array, num_levels: int) -> chex.Array:

@@ -1,0 +1,153 @@
+"""Writing a run to disk: config, per-seed metrics (JSONL), curves (PNG), parameters (orbax)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import yaml
+
+from rmix_jax.config import Config
+
+METRICS_FILE = "metrics.jsonl"
+CONFIG_FILE = "config.yaml"
+PARAMS_DIR = "params"
+
+
+def optimal_return(config: Config) -> float | None:
+    """Best achievable return on deterministic MACN: up, (W-1) x right, down, together: -W."""
+    e = config.env
+    if e.name == "macn" and e.slip_prob == 0.0 and e.reward_noise_std == 0.0:
+        return -float(e.width) * e.reward_scale
+    return None
+
+
+def new_run_dir(config: Config, stamp: str) -> Path:
+    """A fresh directory: an existing run is never overwritten (a suffix is added)."""
+    name = config.run_name or f"{config.method}_{config.env_preset}_{stamp}"
+    base = Path(config.results_dir) / name
+    path, suffix = base, 1
+    while path.exists():
+        path = base.with_name(f"{base.name}-{suffix}")
+        suffix += 1
+    path.mkdir(parents=True)
+    return path
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(handle, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def write_config(run_dir: Path, config: Config) -> None:
+    _atomic_write(run_dir / CONFIG_FILE, yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+def metric_rows(chunk_metrics: dict[str, np.ndarray], chunk: int) -> list[dict[str, Any]]:
+    """One row per seed from a chunk's metrics (arrays with a leading seed axis)."""
+    num_seeds = len(chunk_metrics["t_env"])
+    rows = []
+    for seed in range(num_seeds):
+        row: dict[str, Any] = {"seed": seed, "chunk": chunk}
+        for key, value in chunk_metrics.items():
+            v = np.asarray(value[seed])
+            row[key] = v.tolist() if v.ndim else (None if np.isnan(v) else v.item())
+        rows.append(row)
+    return rows
+
+
+def append_metrics(run_dir: Path, rows: Sequence[dict[str, Any]]) -> None:
+    with open(run_dir / METRICS_FILE, "a") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+
+
+def load_metrics(run_dir: Path | str) -> list[dict[str, Any]]:
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no {METRICS_FILE} in {run_dir}; pass the directory a training run wrote")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def curves(rows: Sequence[dict[str, Any]], key: str = "test_return") -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """seed -> (env steps, values) for the chunks in which that seed trained."""
+    out: dict[int, tuple[list, list]] = {}
+    for row in rows:
+        if row.get("active", True) and row.get(key) is not None:
+            xs, ys = out.setdefault(row["seed"], ([], []))
+            xs.append(row["t_env"])
+            ys.append(row[key])
+    return {s: (np.asarray(x, float), np.asarray(y, float)) for s, (x, y) in out.items()}
+
+
+def on_grid(seed_curves: dict[int, tuple[np.ndarray, np.ndarray]], grid: np.ndarray) -> np.ndarray:
+    """(seeds, len(grid)): each seed's curve held at its last value before each grid point."""
+    values = []
+    for xs, ys in seed_curves.values():
+        index = np.searchsorted(xs, grid, side="right") - 1
+        values.append(np.where(index >= 0, ys[np.clip(index, 0, None)], np.nan))
+    return np.asarray(values)
+
+
+def steps_to_reach(xs: np.ndarray, ys: np.ndarray, target: float, tol: float = 1e-3) -> float | None:
+    """First env step at which the curve reaches ``target`` (None if never)."""
+    hit = np.nonzero(ys >= target - tol)[0]
+    return float(xs[hit[0]]) if hit.size else None
+
+
+def plot_learning_curves(
+    runs: dict[str, Sequence[dict[str, Any]]], path: Path, key: str = "test_return",
+    title: str = "", optimum: float | None = None,
+) -> None:
+    """Mean and min-max band over seeds for each labelled run, on one axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for label, rows in runs.items():
+        seed_curves = curves(rows, key)
+        if not seed_curves:
+            continue
+        end = min(xs[-1] for xs, _ in seed_curves.values())
+        grid = np.linspace(0, end, 200)
+        values = on_grid(seed_curves, grid)
+        ax.plot(grid, np.nanmean(values, axis=0), label=f"{label} (mean of {len(values)} seeds)")
+        ax.fill_between(grid, np.nanmin(values, axis=0), np.nanmax(values, axis=0), alpha=0.2)
+    if optimum is not None:
+        ax.axhline(optimum, color="k", linestyle=":", linewidth=1, label=f"optimum {optimum:g}")
+    ax.set_xlabel("env steps per seed")
+    ax.set_ylabel(key.replace("_", " "))
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def save_params(run_dir: Path, params: Any) -> Path:
+    """Final parameters of every seed (leading seed axis) with orbax."""
+    import orbax.checkpoint as ocp
+
+    path = (run_dir / PARAMS_DIR).resolve()
+    with ocp.StandardCheckpointer() as checkpointer:
+        checkpointer.save(path, params)
+    return path
+
+
+def load_params(run_dir: Path | str, like: Any | None = None) -> Any:
+    import orbax.checkpoint as ocp
+
+    path = (Path(run_dir) / PARAMS_DIR).resolve()
+    if not path.exists():
+        raise FileNotFoundError(f"no saved parameters at {path}; train first or pass a finished run's directory")
+    with ocp.StandardCheckpointer() as checkpointer:
+        return checkpointer.restore(path, like) if like is not None else checkpointer.restore(path)

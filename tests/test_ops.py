@@ -1,0 +1,209 @@
+"""The math of SPEC section 1 against NumPy float64 references, under jit and without."""
+
+import math
+from fractions import Fraction
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rmix_jax import ops
+
+ATOM_COUNTS = [1, 5, 55, 100]
+NUM_LEVELS = 10
+
+
+def np_cvar(atoms: np.ndarray, alpha: Fraction | float) -> float:
+    """Reference: exact k = ceil(alpha * M) via fractions, mean of the k lowest atoms."""
+    m = len(atoms)
+    k = max(1, math.ceil(Fraction(alpha).limit_denominator(10_000) * m))
+    return float(np.sort(atoms.astype(np.float64))[:k].mean())
+
+
+def buggy_reference_cvar(atoms: np.ndarray, alpha: float) -> float:
+    """The reference code: float32 ceil and a sum of k atoms divided by k - 1."""
+    k = int(np.ceil(np.float32(alpha) * np.float32(len(atoms))))
+    return float(np.sort(atoms)[:k].sum() / max(k - 1, 1))
+
+
+@pytest.mark.parametrize("num_atoms", ATOM_COUNTS)
+@pytest.mark.parametrize("level", range(1, NUM_LEVELS + 1))
+@pytest.mark.parametrize("jit", [False, True])
+def test_cvar_matches_float64_at_every_level(num_atoms, level, jit):
+    rng = np.random.default_rng(num_atoms * 100 + level)
+    atoms = rng.normal(size=num_atoms) * 10
+    alpha = Fraction(level, NUM_LEVELS)
+    fn = jax.jit(ops.cvar) if jit else ops.cvar
+    got = float(fn(jnp.asarray(atoms, jnp.float32), float(alpha)))
+    np.testing.assert_allclose(got, np_cvar(atoms, alpha), rtol=1e-5, atol=1e-4)
+    all_levels = jax.jit(ops.cvar_all_levels, static_argnums=1) if jit else ops.cvar_all_levels
+    np.testing.assert_allclose(
+        float(all_levels(jnp.asarray(atoms, jnp.float32), NUM_LEVELS)[level - 1]),
+        np_cvar(atoms, alpha), rtol=1e-5, atol=1e-4,
+    )
+
+
+@pytest.mark.parametrize("num_atoms", ATOM_COUNTS)
+def test_cvar_alpha_one_is_mean_and_small_alpha_is_min(num_atoms):
+    atoms = np.random.default_rng(num_atoms).normal(size=num_atoms).astype(np.float32)
+    np.testing.assert_allclose(float(ops.cvar(jnp.asarray(atoms), 1.0)), atoms.astype(np.float64).mean(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(float(ops.cvar(jnp.asarray(atoms), 1e-6)), atoms.min(), rtol=1e-6)
+
+
+def test_level_tail_counts_are_exact_integers():
+    for m in ATOM_COUNTS + [3, 7, 65]:
+        counts = np.asarray(ops.level_tail_counts(NUM_LEVELS, m))
+        expected = [max(1, math.ceil(Fraction(j, NUM_LEVELS) * m)) for j in range(1, NUM_LEVELS + 1)]
+        assert counts.tolist() == expected
+
+
+def test_reference_bug_divide_by_k_minus_one_is_fixed():
+    # k = 3 lowest atoms (1, 2, 3): right answer 2; the reference divides 6 by 2 -> 3.
+    atoms = np.array([5.0, 1.0, 3.0, 2.0, 4.0, 6.0, 7.0, 8.0, 9.0, 10.0], np.float32)
+    assert buggy_reference_cvar(atoms, 0.3) != pytest.approx(2.0)
+    assert float(ops.cvar(jnp.asarray(atoms), 0.3)) == pytest.approx(2.0)
+
+
+def test_reference_bug_uneven_float_ceil_is_fixed():
+    # Find grid levels where the float product lands just above an integer, so a plain
+    # ceil takes one atom too many; our count must still be the exact integer.
+    uneven = []
+    for m in range(1, 201):
+        for j in range(1, NUM_LEVELS + 1):
+            exact = math.ceil(Fraction(j, NUM_LEVELS) * m)
+            if int(np.ceil(np.float32(j / NUM_LEVELS) * np.float32(m))) != exact:
+                uneven.append((m, j, exact))
+    assert uneven, "float32 ceil should be uneven for some (M, alpha)"
+    for m, j, exact in uneven:
+        assert int(ops.tail_count(j / NUM_LEVELS, m)) == exact
+        assert int(ops.level_tail_counts(NUM_LEVELS, m)[j - 1]) == exact
+
+
+def np_quantile_huber(pred: np.ndarray, target: np.ndarray) -> float:
+    m = len(pred)
+    tau = (2 * np.arange(m) + 1) / (2 * m)
+    total = 0.0
+    for i in range(m):
+        for j in range(len(target)):
+            u = target[j] - pred[i]
+            huber = 0.5 * u * u if abs(u) <= 1 else abs(u) - 0.5
+            total += abs(tau[i] - (u < 0)) * huber / len(target)
+    return total
+
+
+@pytest.mark.parametrize("num_atoms", [1, 5, 55])
+@pytest.mark.parametrize("jit", [False, True])
+def test_quantile_huber_loss_matches_float64(num_atoms, jit):
+    rng = np.random.default_rng(num_atoms)
+    pred, target = rng.normal(size=num_atoms) * 2, rng.normal(size=num_atoms) * 2
+    fn = jax.jit(ops.quantile_huber_loss) if jit else ops.quantile_huber_loss
+    got = float(fn(jnp.asarray(pred, jnp.float32), jnp.asarray(target, jnp.float32)))
+    np.testing.assert_allclose(got, np_quantile_huber(pred, target), rtol=1e-4)
+
+
+def test_quantile_huber_loss_hand_example():
+    # M = 2: tau = (1/4, 3/4). pred (0, 0), target (1, -3):
+    # atom 0: u=1 -> 0.25*0.5 ; u=-3 -> 0.75*2.5 ; mean = (0.125 + 1.875)/2 = 1.0
+    # atom 1: u=1 -> 0.75*0.5 ; u=-3 -> 0.25*2.5 ; mean = (0.375 + 0.625)/2 = 0.5
+    got = ops.quantile_huber_loss(jnp.zeros(2), jnp.array([1.0, -3.0]))
+    assert float(got) == pytest.approx(1.5)
+
+
+def test_reference_bug_tau_indexed_by_target_is_fixed():
+    # Indexing tau by the predicted atom gives each atom its own gradient, so trained
+    # atoms spread into ordered quantiles. The reference (tau by target atom) gives
+    # every predicted atom the same gradient: they would stay identical.
+    pred = jnp.zeros(4)
+    target = jnp.array([-3.0, -1.0, 1.0, 3.0])
+    grads = np.asarray(jax.grad(ops.quantile_huber_loss)(pred, target))
+    assert np.all(np.diff(grads) < 0), grads  # higher tau -> pushed further up
+
+    def reference_loss(p):
+        m = p.shape[0]
+        tau = (2 * jnp.arange(m) + 1) / (2 * m)
+        u = target[None, :] - p[:, None]
+        huber = jnp.where(jnp.abs(u) <= 1, 0.5 * u**2, jnp.abs(u) - 0.5)
+        return jnp.sum(jnp.mean(jnp.abs(tau[None, :] - (u < 0)) * huber, axis=-1))
+
+    ref_grads = np.asarray(jax.grad(reference_loss)(pred))
+    np.testing.assert_allclose(ref_grads, ref_grads[0])
+
+
+@pytest.mark.parametrize("num_atoms", [1, 5, 55, 100])
+@pytest.mark.parametrize("jit", [False, True])
+def test_risk_sensitive_values_forward_and_straight_through_gradient(num_atoms, jit):
+    rng = np.random.default_rng(num_atoms + 7)
+    atoms = jnp.asarray(rng.normal(size=(4, num_atoms)), jnp.float32)
+    scores = jnp.asarray(rng.normal(size=NUM_LEVELS), jnp.float32)
+    fn = jax.jit(ops.risk_sensitive_values, static_argnums=2) if jit else ops.risk_sensitive_values
+    values, level, probs = fn(atoms, scores, True)
+    j = int(np.argmax(np.asarray(scores)))
+    assert int(level) == j
+    expected = [np_cvar(np.asarray(a, np.float64), Fraction(j + 1, NUM_LEVELS)) for a in np.asarray(atoms)]
+    np.testing.assert_allclose(np.asarray(values), expected, rtol=1e-5, atol=1e-5)
+
+    # Backward w.r.t. the scores: d/ds sum_u w_u sum_k softmax(s)_k CVaR_k(Z_u), in float64.
+    weights = jnp.arange(1.0, 5.0)
+    grad = jax.grad(lambda s: jnp.sum(weights * ops.risk_sensitive_values(atoms, s, True)[0]))(scores)
+    s64 = np.asarray(scores, np.float64)
+    p = np.exp(s64 - s64.max()); p /= p.sum()
+    cv = np.array([[np_cvar(np.asarray(a, np.float64), Fraction(k + 1, NUM_LEVELS)) for k in range(NUM_LEVELS)]
+                   for a in np.asarray(atoms)])  # (A, K)
+    g = (np.asarray(weights)[:, None] * cv).sum(0)  # d/dp
+    expected_grad = p * (g - (p * g).sum())
+    np.testing.assert_allclose(np.asarray(grad), expected_grad, rtol=1e-4, atol=1e-5)
+    # Atoms get the gradient of the chosen level only.
+    atom_grad = jax.grad(lambda z: jnp.sum(ops.risk_sensitive_values(z, scores, True)[0]))(atoms)
+    hard_grad = jax.grad(lambda z: jnp.sum(jax.vmap(ops.cvar, in_axes=(0, None))(z, (j + 1) / NUM_LEVELS)))(atoms)
+    np.testing.assert_allclose(np.asarray(atom_grad), np.asarray(hard_grad), atol=1e-6)
+
+
+def test_frozen_risk_values_give_scores_no_gradient():
+    atoms = jnp.asarray(np.random.default_rng(0).normal(size=(3, 8)), jnp.float32)
+    scores = jnp.arange(NUM_LEVELS, dtype=jnp.float32) / 3.0
+    grad = jax.grad(lambda s: jnp.sum(ops.risk_sensitive_values(atoms, s, False)[0]))(scores)
+    np.testing.assert_array_equal(np.asarray(grad), 0.0)
+
+
+def test_td_target_and_truncation_bootstraps():
+    assert float(ops.td_target(1.0, 0.0, 0.9, 10.0)) == pytest.approx(10.0)
+    assert float(ops.td_target(1.0, 1.0, 0.9, 10.0)) == pytest.approx(1.0)
+    rng = np.random.default_rng(3)
+    r, d, v = rng.normal(size=20), rng.integers(0, 2, 20), rng.normal(size=20)
+    np.testing.assert_allclose(np.asarray(jax.jit(jax.vmap(ops.td_target, in_axes=(0, 0, None, 0)))(r, d.astype(np.float32), 0.99, v)),
+                               r + 0.99 * (1 - d) * v, rtol=1e-5)
+
+
+def test_masked_argmax_ignores_unavailable():
+    values = jnp.array([5.0, 1.0, 3.0, -2.0])
+    assert int(ops.masked_argmax(values, jnp.array([0, 1, 1, 1]))) == 2
+    assert int(ops.masked_argmax(values, jnp.array([0, 0, 0, 1]))) == 3
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_epsilon_greedy_frequencies(jit):
+    values = jnp.array([0.0, 9.0, 1.0, 2.0, 3.0])
+    avail = jnp.array([1, 0, 1, 1, 0])
+    fn = jax.vmap(ops.epsilon_greedy, in_axes=(0, None, None, None))
+    fn = jax.jit(fn) if jit else fn
+    n = 20000
+    actions = np.asarray(fn(jax.random.split(jax.random.PRNGKey(0), n), values, avail, 0.3))
+    counts = np.bincount(actions, minlength=5) / n
+    # greedy among available is action 3; each available action gets 0.3 / 3 at random
+    np.testing.assert_allclose(counts, [0.1, 0.0, 0.1, 0.8, 0.0], atol=0.015)
+    greedy = np.asarray(fn(jax.random.split(jax.random.PRNGKey(1), 100), values, avail, 0.0))
+    assert np.all(greedy == 3)
+
+
+def test_linear_schedule():
+    assert float(ops.linear_schedule(1.0, 0.05, 100, 0)) == pytest.approx(1.0)
+    assert float(ops.linear_schedule(1.0, 0.05, 100, 50)) == pytest.approx(0.525)
+    assert float(ops.linear_schedule(1.0, 0.05, 100, 1000)) == pytest.approx(0.05)
+
+
+def test_shapes_are_asserted():
+    with pytest.raises(AssertionError):
+        ops.cvar(jnp.zeros((2, 3)), 0.5)
+    chex.assert_shape(ops.cvar_all_levels(jnp.zeros(7), 4), (4,))
