@@ -1,7 +1,7 @@
 """Typed, frozen run configuration, composed from ``configs/`` and validated once.
 
 A config is ``configs/default.yaml`` merged with ``configs/method/<method>.yaml``,
-``configs/env/<env>.yaml`` and then command-line overrides (``key=value``,
+``configs/env/<env>.yaml`` (the environment and its training budget) and then command-line overrides (``key=value``,
 dotted for nested keys). Any unknown key or bad value raises ``ConfigError``
 whose message is one line naming the key and what is allowed.
 """
@@ -246,7 +246,7 @@ def load_config(overrides: Sequence[str] = (), config_dir: Path | str = CONFIG_D
         if len(path) == 1 and path[0] in choices and not isinstance(value, dict):
             choices[path[0]] = str(value)
     data = _merge(data, _preset("method", choices["method"], config_dir))
-    data = _merge(data, {"env": _preset("env", choices["env"], config_dir)})
+    data = _merge(data, _preset("env", choices["env"], config_dir))
     data["method"] = choices["method"]
     data["env_preset"] = choices["env"]
     for path, value in parsed:

@@ -348,7 +348,7 @@ def make_learner(config: Config, env: ArrayEnv | None = None) -> Learner:
             td_count=do_td.astype(jnp.float32),
             qr_loss_sum=jnp.where(do_qr, aux["qr_loss"], 0.0),
             qr_count=do_qr.astype(jnp.float32),
-            grad_norm_sum=jnp.where(can_learn, optax.global_norm(grads), 0.0),
+            grad_norm_sum=jnp.where(can_learn, optax.tree.norm(grads), 0.0),
         )
         return state, stats
 

@@ -1,0 +1,117 @@
+"""The learner: QMIX as a special case of RMIX, episode storage, pure vmapped train."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rmix_jax.config import load_config
+from rmix_jax.learner import make_learner
+
+TINY = ["env=macn_7x4", "train.batch_size=4", "train.num_envs=4", "train.buffer_size=16",
+        "train.iterations_per_eval=2", "train.test_episodes=2", "agent.hidden_dim=16"]
+
+RISK_KEYS = {"risk_torso", "risk_gru", "history_embed", "current_embed"}
+
+
+def random_batch(learner, n=6, seed=1):
+    params = learner.init(jax.random.PRNGKey(0)).params
+    episodes, _ = learner.rollout(params, jax.random.PRNGKey(seed), jnp.float32(1.0), n)
+    return episodes
+
+
+def test_rmix_with_one_atom_and_alpha_one_equals_qmix():
+    rmix = make_learner(load_config(TINY + ["method=rmix", "agent.num_atoms=1"]))
+    qmix = make_learner(load_config(TINY + ["method=qmix"]))
+    rmix_state = rmix.init(jax.random.PRNGKey(3))
+    shared = {k: v for k, v in rmix_state.params.agent["params"].items() if k not in RISK_KEYS}
+    qmix_params = rmix_state.params.replace(agent={"params": shared})
+    batch = random_batch(qmix)
+    # make targets differ from online values so the loss is not trivial
+    target_r = jax.tree.map(lambda x: x * 0.9, rmix_state.params)
+    target_q = jax.tree.map(lambda x: x * 0.9, qmix_params)
+
+    def loss_and_grad(learner, params, target):
+        return jax.value_and_grad(lambda p: learner.loss(p, target, batch, jnp.bool_(False))[0])(params)
+
+    loss_r, grads_r = loss_and_grad(rmix, rmix_state.params, target_r)
+    loss_q, grads_q = loss_and_grad(qmix, qmix_params, target_q)
+    assert float(loss_r) > 0
+    np.testing.assert_allclose(float(loss_r), float(loss_q), rtol=1e-6)
+    for key, grad in grads_q.agent["params"].items():
+        for a, b in zip(jax.tree.leaves(grads_r.agent["params"][key]), jax.tree.leaves(grad)):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
+    for a, b in zip(jax.tree.leaves(grads_r.mixer), jax.tree.leaves(grads_q.mixer)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
+    # with one atom every risk level gives the same value: the predictor gets no gradient
+    for key in RISK_KEYS:
+        assert max(float(jnp.abs(g).max()) for g in jax.tree.leaves(grads_r.agent["params"][key])) < 1e-6
+
+
+def test_stored_episodes_keep_reset_done_and_padding_apart():
+    learner = make_learner(load_config(TINY))
+    episodes = random_batch(learner, n=16)
+    t1 = learner.spec.episode_limit + 1
+    assert episodes.obs.shape == (16, t1, 2, 45) and episodes.avail.shape == (16, t1, 2, 4)
+    for e in range(16):
+        filled = np.asarray(episodes.filled[e])
+        length = int(filled.sum())
+        assert filled[:length].all() and not filled[length:].any()  # a prefix
+        assert np.asarray(episodes.reset[e]).tolist() == [True] + [False] * (t1 - 1)
+        terminated = np.asarray(episodes.terminated[e])
+        reward = np.asarray(episodes.reward[e])
+        if length < learner.spec.episode_limit:  # ended early: a real terminal at its last step
+            assert terminated[length - 1] and terminated.sum() == 1
+            assert reward[length - 1] in (-100.0, 0.0)
+        else:  # ran to the limit: truncated, never terminated, so it bootstraps
+            assert not terminated.any()
+        assert not reward[length:].any()
+
+
+def test_static_alpha_changes_the_loss():
+    base = TINY + ["method=rmix_static"]
+    batch = random_batch(make_learner(load_config(base)))
+    losses = []
+    for alpha in (0.1, 1.0):
+        learner = make_learner(load_config(base + [f"agent.alpha={alpha}"]))
+        state = learner.init(jax.random.PRNGKey(0))
+        losses.append(float(learner.loss(state.params, state.target_params, batch, jnp.bool_(False))[0]))
+    assert losses[0] != pytest.approx(losses[1])
+
+
+@pytest.mark.parametrize("method", ["rmix", "qmix", "vdn", "iql", "rdn", "rmix_static", "rmix_frozen"])
+def test_every_method_trains_a_chunk_with_finite_losses(method):
+    cfg = load_config(TINY + [f"method={method}", "train.start_to_update_qr=0", "train.qr_interval=1"])
+    learner = make_learner(cfg)
+    state = learner.init(jax.random.PRNGKey(0))
+    run_chunk = jax.jit(learner.run_chunk)
+    for _ in range(3):
+        state, metrics = run_chunk(state)
+    assert np.isfinite(float(metrics["td_loss"])) or cfg.train.use_qr
+    if cfg.train.use_qr:
+        assert float(metrics["qr_updates"]) > 0 and np.isfinite(float(metrics["qr_loss"]))
+    assert int(state.updates) > 0 and int(state.t_env) > 0
+
+
+def test_pure_train_runs_vmapped_seeds_that_differ():
+    cfg = load_config(TINY + ["train.t_max=300", "method=qmix"])
+    learner = make_learner(cfg)
+    out = jax.jit(jax.vmap(learner.train))(jax.random.split(jax.random.PRNGKey(0), 2))
+    chunks = np.asarray(out["num_chunks"])
+    assert np.all(chunks >= 1) and np.all(np.asarray(out["state"].t_env) >= 300)
+    returns = np.asarray(out["metrics"]["return_mean"])
+    assert not np.array_equal(returns[0, : chunks[0]], returns[1, : chunks[1]])  # seeds are not one run
+
+
+def test_chunks_stop_at_t_max():
+    learner = make_learner(load_config(TINY + ["train.t_max=100"]))
+    state = learner.init(jax.random.PRNGKey(0))
+    run_chunk = jax.jit(learner.run_chunk)
+    for _ in range(20):
+        before = int(state.t_env)
+        state, metrics = run_chunk(state)
+        if not bool(metrics["active"]):
+            break
+        assert before < 100
+    assert not bool(metrics["active"]) and before >= 100
+    assert int(state.t_env) == before  # a finished seed stays put
