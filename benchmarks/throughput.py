@@ -1,0 +1,106 @@
+"""Training throughput on MACN: env steps per second with learning, RMIX vs QMIX, 1 and 8 seeds,
+next to random-policy env stepping alone (the ceiling).
+
+    .venv/bin/python benchmarks/throughput.py [env=macn_7x4] [--chunks 3]
+
+Prints a table and writes benchmarks/results/throughput.json. All rows run in one
+process, one after another, so their ratios are comparable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rmix_jax.config import load_config
+from rmix_jax.learner import make_learner
+
+
+def time_training(overrides: list[str], num_seeds: int, chunks: int) -> dict:
+    config = load_config(overrides + [f"num_seeds={num_seeds}", "train.t_max=100000000"])
+    learner = make_learner(config)
+    keys = jax.random.split(jax.random.PRNGKey(0), num_seeds)
+    started = time.perf_counter()
+    state = jax.jit(jax.vmap(learner.init))(keys)
+    run_chunk = jax.jit(jax.vmap(learner.run_chunk), donate_argnums=0)
+    state, _ = run_chunk(state)  # compile, and fill the buffer past one batch
+    jax.block_until_ready(state)
+    compile_s = time.perf_counter() - started
+    steps_before = int(np.sum(state.t_env))
+    started = time.perf_counter()
+    for _ in range(chunks):
+        state, _ = run_chunk(state)
+    jax.block_until_ready(state)
+    wall = time.perf_counter() - started
+    steps = int(np.sum(state.t_env)) - steps_before
+    return {"method": config.method, "seeds": num_seeds, "env_steps": steps, "seconds": wall,
+            "steps_per_s": steps / wall, "first_chunk_s": compile_s}
+
+
+def time_random_policy(overrides: list[str], num_seeds: int, iterations: int = 200) -> dict:
+    """Random valid actions, env stepping alone, num_envs episodes per seed per iteration."""
+    config = load_config(overrides)
+    env = make_learner(config).env
+    num_envs, limit = config.train.num_envs, env.spec.episode_limit
+
+    def episode(key):
+        env_state, ts = env.reset(key)
+
+        def step(carry, key):
+            env_state, ts, done, steps = carry
+            act_key, env_key = jax.random.split(key)
+            logits = jnp.where(ts.avail > 0, 0.0, -jnp.inf)
+            actions = jax.random.categorical(act_key, logits)
+            env_state, ts = env.step(env_key, env_state, actions)
+            steps = steps + (~done).astype(jnp.int32)
+            return (env_state, ts, done | ts.terminated | ts.truncated, steps), None
+
+        (_, _, _, steps), _ = jax.lax.scan(step, (env_state, ts, jnp.bool_(False), jnp.int32(0)),
+                                           jax.random.split(key, limit))
+        return steps
+
+    run = jax.jit(jax.vmap(jax.vmap(episode)))
+    keys = jax.random.split(jax.random.PRNGKey(0), num_seeds * num_envs).reshape(num_seeds, num_envs, -1)
+    jax.block_until_ready(run(keys))
+    started = time.perf_counter()
+    total = 0
+    for i in range(iterations):
+        total += int(np.sum(run(keys + i)))
+    wall = time.perf_counter() - started
+    return {"method": "random policy (env only)", "seeds": num_seeds, "env_steps": total, "seconds": wall,
+            "steps_per_s": total / wall, "first_chunk_s": None}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("overrides", nargs="*", default=["env=macn_7x4"])
+    parser.add_argument("--chunks", type=int, default=3)
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "throughput.json"))
+    args = parser.parse_args()
+    rows = []
+    for seeds in (1, 8):
+        rows.append(time_random_policy(args.overrides, seeds))
+        for method in ("rmix", "qmix"):
+            rows.append(time_training(args.overrides + [f"method={method}"], seeds, args.chunks))
+    device = f"{jax.devices()[0].platform} x{len(jax.devices())} ({platform.processor() or platform.machine()})"
+    print(f"\nMACN throughput, {' '.join(args.overrides)}, device {device}, jax {jax.__version__}")
+    print(f"{'method':<26} {'seeds':>5} {'env steps/s':>12} {'per seed':>9} {'first chunk s':>14}")
+    for r in rows:
+        first = "-" if r["first_chunk_s"] is None else f"{r['first_chunk_s']:.1f}"
+        print(f"{r['method']:<26} {r['seeds']:>5} {r['steps_per_s']:>12.0f} {r['steps_per_s'] / r['seeds']:>9.0f} {first:>14}")
+    for seeds in (1, 8):
+        by = {r["method"]: r["steps_per_s"] for r in rows if r["seeds"] == seeds}
+        print(f"{seeds} seed(s): RMIX / QMIX throughput = {by['rmix'] / by['qmix']:.2f}")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"device": device, "jax": jax.__version__, "overrides": args.overrides, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
