@@ -73,7 +73,7 @@ class TrainConfig:
     qr_interval: int = 1000  # env steps between QR updates
     start_to_update_qr: int = 100_000  # env steps
     grad_clip: float = 10.0
-    target_update_episodes: int = 200
+    target_update_interval: int = 200  # gradient updates between hard target copies
     epsilon_start: float = 1.0
     epsilon_finish: float = 0.05
     epsilon_anneal_steps: int = 50_000
@@ -181,7 +181,7 @@ def validate(config: Config) -> Config:
     _check(0.0 < a.alpha <= 1.0, "agent.alpha", a.alpha, "alpha must lie in (0, 1]")
     _check(m.kind in MIXERS, "mixer.kind", m.kind, f"choose one of {', '.join(MIXERS)}")
     for name in ("t_max", "num_envs", "updates_per_iteration", "buffer_size", "batch_size",
-                 "qr_interval", "target_update_episodes", "iterations_per_eval", "test_episodes",
+                 "qr_interval", "target_update_interval", "iterations_per_eval", "test_episodes",
                  "epsilon_anneal_steps"):
         value = getattr(t, name)
         _check(value >= 1, f"train.{name}", value, "use a whole number >= 1")

@@ -66,7 +66,7 @@ class TrainState:
     t_env: chex.Array  # env steps taken
     episodes: chex.Array  # episodes collected
     updates: chex.Array  # gradient updates made (TD and QR)
-    last_target_update: chex.Array  # episodes at the last target copy
+    last_target_update: chex.Array  # updates at the last target copy
     last_qr_t_env: chex.Array  # t_env at the last QR update
     chunks: chex.Array  # chunks run
 
@@ -100,6 +100,8 @@ class Learner(NamedTuple):
     loss: Callable[[Params, Params, Episode, chex.Array], tuple[chex.Array, dict]]
     rollout: Callable[[Params, chex.PRNGKey, chex.Array, int], tuple[Episode, EpisodeStats]]
     train: Callable[[chex.PRNGKey], dict]
+    unroll: Callable[[Any, Episode], tuple[chex.Array, chex.Array]]
+    values_and_alpha: Callable[[chex.Array, chex.Array], tuple[chex.Array, chex.Array]]
     max_chunks: int
 
 
@@ -366,12 +368,12 @@ def make_learner(config: Config, env: ArrayEnv | None = None) -> Learner:
             episodes=state.episodes + tc.num_envs,
         )
         state, upd = jax.lax.scan(update, state, jax.random.split(update_key, tc.updates_per_iteration))
-        copy_target = state.episodes - state.last_target_update >= tc.target_update_episodes
+        copy_target = state.updates - state.last_target_update >= tc.target_update_interval
         state = state.replace(
             target_params=jax.tree.map(
                 lambda online, target: jnp.where(copy_target, online, target), state.params, state.target_params
             ),
-            last_target_update=jnp.where(copy_target, state.episodes, state.last_target_update),
+            last_target_update=jnp.where(copy_target, state.updates, state.last_target_update),
         )
         metrics = {
             "return_sum": jnp.sum(ep_stats.returns),
@@ -480,6 +482,8 @@ def make_learner(config: Config, env: ArrayEnv | None = None) -> Learner:
         loss=loss_fn,
         rollout=rollout,
         train=train,
+        unroll=unroll,
+        values_and_alpha=values_and_alpha,
         max_chunks=max_chunks,
     )
 

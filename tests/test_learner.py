@@ -115,3 +115,17 @@ def test_chunks_stop_at_t_max():
         assert before < 100
     assert not bool(metrics["active"]) and before >= 100
     assert int(state.t_env) == before  # a finished seed stays put
+
+
+@pytest.mark.parametrize("method", ["qmix", "rmix"])
+def test_acting_and_training_unrolls_agree(method):
+    # The values the learner trains on are the ones the agents acted on: same hidden
+    # states, last actions and risk levels at every stored step.
+    learner = make_learner(load_config(["env.width=3", "env.height=2", f"method={method}", "agent.hidden_dim=16"]))
+    state = learner.init(jax.random.PRNGKey(0))
+    episodes, _ = learner.rollout(state.params, jax.random.PRNGKey(1), jnp.float32(0.0), 4)
+    atoms, scores = learner.unroll(state.params.agent, episodes)
+    values, alpha = learner.values_and_alpha(atoms, scores)
+    filled = np.asarray(episodes.filled)
+    np.testing.assert_array_equal(np.asarray(jnp.argmax(values, -1))[filled], np.asarray(episodes.actions)[filled])
+    np.testing.assert_allclose(np.asarray(alpha)[filled], np.asarray(episodes.alpha)[filled])
