@@ -67,12 +67,15 @@ def time_random_policy(overrides: list[str], num_seeds: int, iterations: int = 2
         return steps
 
     run = jax.jit(jax.vmap(jax.vmap(episode)))
-    keys = jax.random.split(jax.random.PRNGKey(0), num_seeds * num_envs).reshape(num_seeds, num_envs, -1)
-    jax.block_until_ready(run(keys))
+    def keys_for(i: int) -> jax.Array:
+        keys = jax.random.split(jax.random.PRNGKey(i), num_seeds * num_envs)
+        return keys.reshape(num_seeds, num_envs, *keys.shape[1:])
+
+    jax.block_until_ready(run(keys_for(0)))
     started = time.perf_counter()
     total = 0
     for i in range(iterations):
-        total += int(np.sum(run(keys + i)))
+        total += int(np.sum(run(keys_for(i + 1))))
     wall = time.perf_counter() - started
     return {"method": "random policy (env only)", "seeds": num_seeds, "env_steps": total, "seconds": wall,
             "steps_per_s": total / wall, "first_chunk_s": None}

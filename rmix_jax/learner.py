@@ -203,8 +203,8 @@ def make_learner(config: Config, env: ArrayEnv | None = None) -> Learner:
             )
             env_state, next_ts = env.step(env_key, c.env_state, actions)
             # After the end the env is frozen: the padding steps are masked anyway.
-            env_state = jax.tree.map(lambda new, old: jnp.where(c.done, old, new), env_state, c.env_state)
-            next_ts = jax.tree.map(lambda new, old: jnp.where(c.done, old, new), next_ts, c.timestep)
+            env_state = tree_select(c.done, c.env_state, env_state)
+            next_ts = tree_select(c.done, c.timestep, next_ts)
             record = Episode(
                 obs=c.timestep.obs,
                 state=c.timestep.state,
@@ -328,19 +328,16 @@ def make_learner(config: Config, env: ArrayEnv | None = None) -> Learner:
         do_td = can_learn & ~is_qr
         do_qr = can_learn & is_qr
 
-        def pick(flag, new, old):
-            return jax.tree.map(lambda x, y: jnp.where(flag, x, y), new, old)
-
         td_updates, td_opt_state = td_tx.update(grads, state.td_opt_state, state.params)
-        params = pick(do_td, optax.apply_updates(state.params, td_updates), state.params)
+        params = tree_select(do_td, optax.apply_updates(state.params, td_updates), state.params)
         qr_opt_state = state.qr_opt_state
         if use_qr:
             qr_updates, new_qr_opt_state = qr_tx.update(grads, state.qr_opt_state, state.params)
-            params = pick(do_qr, optax.apply_updates(state.params, qr_updates), params)
-            qr_opt_state = pick(do_qr, new_qr_opt_state, state.qr_opt_state)
+            params = tree_select(do_qr, optax.apply_updates(state.params, qr_updates), params)
+            qr_opt_state = tree_select(do_qr, new_qr_opt_state, state.qr_opt_state)
         state = state.replace(
             params=params,
-            td_opt_state=pick(do_td, td_opt_state, state.td_opt_state),
+            td_opt_state=tree_select(do_td, td_opt_state, state.td_opt_state),
             qr_opt_state=qr_opt_state,
             updates=state.updates + can_learn.astype(jnp.int32),
             last_qr_t_env=jnp.where(do_qr, state.t_env, state.last_qr_t_env),
@@ -370,9 +367,7 @@ def make_learner(config: Config, env: ArrayEnv | None = None) -> Learner:
         state, upd = jax.lax.scan(update, state, jax.random.split(update_key, tc.updates_per_iteration))
         copy_target = state.updates - state.last_target_update >= tc.target_update_interval
         state = state.replace(
-            target_params=jax.tree.map(
-                lambda online, target: jnp.where(copy_target, online, target), state.params, state.target_params
-            ),
+            target_params=tree_select(copy_target, state.params, state.target_params),
             last_target_update=jnp.where(copy_target, state.updates, state.last_target_update),
         )
         metrics = {
@@ -429,7 +424,7 @@ def make_learner(config: Config, env: ArrayEnv | None = None) -> Learner:
         new_state, it = jax.lax.scan(iteration, state, None, length=tc.iterations_per_eval)
         eval_key, key = jax.random.split(new_state.key)
         new_state = new_state.replace(key=key, chunks=new_state.chunks + 1)
-        new_state = jax.tree.map(lambda x, y: jnp.where(active, x, y), new_state, state)
+        new_state = tree_select(active, new_state, state)
         episodes = float(tc.num_envs * tc.iterations_per_eval)
         metrics = {
             "active": active,
@@ -487,6 +482,11 @@ def make_learner(config: Config, env: ArrayEnv | None = None) -> Learner:
         max_chunks=max_chunks,
     )
 
+
+
+def tree_select(flag: chex.Array, on_true: Any, on_false: Any) -> Any:
+    """Leafwise ``where(flag, on_true, on_false)``: a branch that stays a select under vmap."""
+    return jax.tree.map(lambda x, y: jnp.where(flag, x, y), on_true, on_false)
 
 
 def _ratio(total: chex.Array, count: chex.Array) -> chex.Array:
