@@ -47,7 +47,12 @@ def main() -> None:
                           "wall_seconds": summary["wall_seconds"], "run_dir": str(run_dir)})
         results.plot_learning_curves(runs, OUT / f"{env}_rmix_vs_qmix.png", title=f"MACN {env}: greedy test return",
                                      optimum=results.optimal_return(config))
-    (OUT / "macn_sample_efficiency.json").write_text(json.dumps(table, indent=2))
+    # Keep the rows of scenarios not re-run now, so one scenario can be run at a time.
+    path = OUT / "macn_sample_efficiency.json"
+    fresh = {(r["env"], r["method"]) for r in table}
+    kept = [r for r in (json.loads(path.read_text()) if path.exists() else []) if (r["env"], r["method"]) not in fresh]
+    table = kept + table
+    path.write_text(json.dumps(table, indent=2))
     print(f"\n{'env':<12} {'method':<8} {'t_max':>7} {'reached opt':>12} {'at opt at end':>14} {'median steps to opt':>20} {'wall s':>7}")
     for r in table:
         median = "-" if r["median_steps_to_optimum"] is None else f"{r['median_steps_to_optimum']:.0f}"
