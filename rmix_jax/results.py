@@ -116,8 +116,9 @@ def plot_learning_curves(
         seed_curves = curves(rows, key)
         if not seed_curves:
             continue
+        start = max(xs[0] for xs, _ in seed_curves.values())  # every seed has a value from here on
         end = min(xs[-1] for xs, _ in seed_curves.values())
-        grid = np.linspace(0, end, 200)
+        grid = np.linspace(start, max(start, end), 200)
         values = on_grid(seed_curves, grid)
         ax.plot(grid, np.nanmean(values, axis=0), label=f"{label} (mean of {len(values)} seeds)")
         ax.fill_between(grid, np.nanmin(values, axis=0), np.nanmax(values, axis=0), alpha=0.2)
