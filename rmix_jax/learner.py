@@ -78,8 +78,7 @@ class EpisodeStats(NamedTuple):
     alpha_hist: chex.Array  # (K,) chosen-alpha counts over filled steps and agents
 
 
-@struct.dataclass
-class UpdateStats:
+class UpdateStats(NamedTuple):
     td_loss_sum: chex.Array
     td_count: chex.Array
     qr_loss_sum: chex.Array
@@ -376,7 +375,7 @@ def make_learner(config: Config, env: ArrayEnv | None = None) -> Learner:
             "length_sum": jnp.sum(ep_stats.lengths),
             "alpha_hist": ep_stats.alpha_hist,
             "epsilon": epsilon,
-            **jax.tree.map(jnp.sum, upd).__dict__,
+            **jax.tree.map(jnp.sum, upd)._asdict(),
         }
         return state, metrics
 
