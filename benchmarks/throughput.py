@@ -1,10 +1,14 @@
-"""Training throughput on MACN: env steps per second with learning, RMIX vs QMIX, 1 and 8 seeds,
-next to random-policy env stepping alone (the ceiling).
+"""Training throughput: env steps per second with learning, RMIX vs QMIX, at several seed
+counts, next to random-policy env stepping alone (the ceiling), with compile time and memory.
 
-    .venv/bin/python benchmarks/throughput.py [env=macn_7x4] [--chunks 3]
+    .venv/bin/python benchmarks/throughput.py                       # MACN 7x4, 1 and 8 seeds
+    .venv/bin/python benchmarks/throughput.py env=smax env.map=5m_vs_6m --seeds 1 4 16 \
+        --out benchmarks/results/throughput_smax_5m_vs_6m.json
 
-Prints a table and writes benchmarks/results/throughput.json. All rows run in one
-process, one after another, so their ratios are comparable.
+Prints a table and writes JSON. All rows run in one process, one after another, so
+their ratios are comparable. Memory: ``state MB/seed`` is the training state
+(parameters, optimiser states and the replay buffer, which dominates) per seed;
+``peak RSS MB`` is the process's peak resident memory so far (it only grows).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import resource
 import time
 from pathlib import Path
 
@@ -40,8 +45,14 @@ def time_training(overrides: list[str], num_seeds: int, chunks: int) -> dict:
     jax.block_until_ready(state)
     wall = time.perf_counter() - started
     steps = int(np.sum(state.t_env)) - steps_before
+    state_bytes = sum(x.nbytes for x in jax.tree.leaves(state))
     return {"method": config.method, "seeds": num_seeds, "env_steps": steps, "seconds": wall,
-            "steps_per_s": steps / wall, "first_chunk_s": compile_s}
+            "steps_per_s": steps / wall, "first_chunk_s": compile_s,
+            "state_mb_per_seed": state_bytes / num_seeds / 2**20, "peak_rss_mb": peak_rss_mb()}
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 def time_random_policy(overrides: list[str], num_seeds: int, iterations: int = 200) -> dict:
@@ -78,27 +89,35 @@ def time_random_policy(overrides: list[str], num_seeds: int, iterations: int = 2
         total += int(np.sum(run(keys_for(i + 1))))
     wall = time.perf_counter() - started
     return {"method": "random policy (env only)", "seeds": num_seeds, "env_steps": total, "seconds": wall,
-            "steps_per_s": total / wall, "first_chunk_s": None}
+            "steps_per_s": total / wall, "first_chunk_s": None, "state_mb_per_seed": None,
+            "peak_rss_mb": peak_rss_mb()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("overrides", nargs="*", default=["env=macn_7x4"])
     parser.add_argument("--chunks", type=int, default=3)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--random-iterations", type=int, default=200)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "throughput.json"))
     args = parser.parse_args()
     rows = []
-    for seeds in (1, 8):
-        rows.append(time_random_policy(args.overrides, seeds))
+    for seeds in args.seeds:
+        rows.append(time_random_policy(args.overrides, seeds, args.random_iterations))
         for method in ("rmix", "qmix"):
             rows.append(time_training(args.overrides + [f"method={method}"], seeds, args.chunks))
     device = f"{jax.devices()[0].platform} x{len(jax.devices())} ({platform.processor() or platform.machine()})"
-    print(f"\nMACN throughput, {' '.join(args.overrides)}, device {device}, jax {jax.__version__}")
-    print(f"{'method':<26} {'seeds':>5} {'env steps/s':>12} {'per seed':>9} {'first chunk s':>14}")
+    config = load_config(args.overrides)
+    where = config.env_preset + (f" {config.env.map}" if config.env.name == "smax" else "")
+    print(f"\nthroughput on {where} ({' '.join(args.overrides)}), device {device}, jax {jax.__version__}")
+    print(f"{'method':<26} {'seeds':>5} {'env steps/s':>12} {'per seed':>9} {'first chunk s':>14} "
+          f"{'state MB/seed':>14} {'peak RSS MB':>12}")
     for r in rows:
         first = "-" if r["first_chunk_s"] is None else f"{r['first_chunk_s']:.1f}"
-        print(f"{r['method']:<26} {r['seeds']:>5} {r['steps_per_s']:>12.0f} {r['steps_per_s'] / r['seeds']:>9.0f} {first:>14}")
-    for seeds in (1, 8):
+        state_mb = "-" if r["state_mb_per_seed"] is None else f"{r['state_mb_per_seed']:.1f}"
+        print(f"{r['method']:<26} {r['seeds']:>5} {r['steps_per_s']:>12.0f} {r['steps_per_s'] / r['seeds']:>9.0f} "
+              f"{first:>14} {state_mb:>14} {r['peak_rss_mb']:>12.0f}")
+    for seeds in args.seeds:
         by = {r["method"]: r["steps_per_s"] for r in rows if r["seeds"] == seeds}
         print(f"{seeds} seed(s): RMIX / QMIX throughput = {by['rmix'] / by['qmix']:.2f}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,9 @@
 """Typed, frozen run configuration, composed from ``configs/`` and validated once.
 
 A config is ``configs/default.yaml`` merged with ``configs/method/<method>.yaml``,
-``configs/env/<env>.yaml`` (the environment and its training budget) and then command-line overrides (``key=value``,
-dotted for nested keys). Any unknown key or bad value raises ``ConfigError``
+``configs/env/<env>.yaml`` (the environment and its training budget), that preset's
+``maps.<env.map>`` section if it has one (per-map values, e.g. M for SMAX 5m_vs_6m),
+and then command-line overrides (``key=value``, dotted for nested keys). Any unknown key or bad value raises ``ConfigError``
 whose message is one line naming the key and what is allowed.
 """
 
@@ -21,7 +22,7 @@ import yaml
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 METHODS = ("rmix", "rmix_static", "rmix_frozen", "qmix", "vdn", "iql", "rdn")
-ENV_NAMES = ("macn",)
+ENV_NAMES = ("macn", "smax")
 RISK_PREDICTORS = ("straight_through", "frozen", "static")
 MIXERS = ("qmix", "vdn", "none")
 
@@ -39,6 +40,7 @@ class EnvConfig:
     slip_prob: float = 0.0
     reward_noise_std: float = 0.0
     reward_scale: float = 1.0
+    map: str = "3m"  # SMAX scenario (SMAC map name); unused by MACN
 
 
 @dataclass(frozen=True)
@@ -164,6 +166,11 @@ def validate(config: Config) -> Config:
     _check(c.seed >= 0, "seed", c.seed, "use a seed >= 0")
     _check(c.num_seeds >= 1, "num_seeds", c.num_seeds, "use num_seeds >= 1")
     _check(e.name in ENV_NAMES, "env.name", e.name, f"choose one of {', '.join(ENV_NAMES)}")
+    if e.name == "smax":
+        from rmix_jax.envs.smax import map_names
+
+        names = map_names()
+        _check(e.map in names, "env.map", e.map, f"unknown SMAX map; choose one of {', '.join(names)}")
     _check(e.width >= 3, "env.width", e.width, "MACN needs width >= 3")
     _check(e.height >= 2, "env.height", e.height, "MACN needs height >= 2")
     _check(0.0 <= e.slip_prob <= 1.0, "env.slip_prob", e.slip_prob, "use a probability in [0, 1]")
@@ -246,7 +253,12 @@ def load_config(overrides: Sequence[str] = (), config_dir: Path | str = CONFIG_D
         if len(path) == 1 and path[0] in choices and not isinstance(value, dict):
             choices[path[0]] = str(value)
     data = _merge(data, _preset("method", choices["method"], config_dir))
-    data = _merge(data, _preset("env", choices["env"], config_dir))
+    env_preset = _preset("env", choices["env"], config_dir)
+    per_map = env_preset.pop("maps", None) or {}
+    data = _merge(data, env_preset)
+    map_name = next((v for p, v in parsed if p == ["env", "map"]), data.get("env", {}).get("map"))
+    if isinstance(per_map, dict) and map_name in per_map:  # per-map values, before the overrides
+        data = _merge(data, per_map[map_name])
     data["method"] = choices["method"]
     data["env_preset"] = choices["env"]
     for path, value in parsed:

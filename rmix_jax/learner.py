@@ -148,19 +148,19 @@ def make_learner(config: Config, env: ArrayEnv | None = None) -> Learner:
 
     # --- acting values ------------------------------------------------------------
     def values_and_alpha(atoms: chex.Array, scores: chex.Array) -> tuple[chex.Array, chex.Array]:
-        """(..., A, M), (..., K) -> values (..., A), alpha (...)."""
-        lead = atoms.shape[:-2]
+        """(..., A, M), (..., K) -> values (..., A), alpha (...). A may be any count (e.g. 1)."""
+        lead, num_values = atoms.shape[:-2], atoms.shape[-2]
         flat_atoms = atoms.reshape(-1, *atoms.shape[-2:])
         if mode == "static":
             values = jax.vmap(jax.vmap(ops.cvar, in_axes=(0, None)), in_axes=(0, None))(flat_atoms, ac.alpha)
             alpha = jnp.full(lead, ac.alpha, jnp.float32)
-            return values.reshape(*lead, a_dim), alpha
+            return values.reshape(*lead, num_values), alpha
         flat_scores = scores.reshape(-1, num_levels)
         values, level, _ = jax.vmap(ops.risk_sensitive_values, in_axes=(0, 0, None))(
             flat_atoms, flat_scores, mode == "straight_through"
         )
         alpha = ops.level_to_alpha(level, num_levels)
-        return values.reshape(*lead, a_dim), alpha.reshape(lead)
+        return values.reshape(*lead, num_values), alpha.reshape(lead)
 
     def alpha_histogram(alpha: chex.Array, weight: chex.Array) -> chex.Array:
         bins = jnp.clip(jnp.round(alpha * num_levels).astype(jnp.int32) - 1, 0, num_levels - 1)
@@ -279,16 +279,23 @@ def make_learner(config: Config, env: ArrayEnv | None = None) -> Learner:
     def loss_fn(params: Params, target_params: Params, batch: Episode, is_qr: chex.Array):
         atoms, scores = unroll(params.agent, batch)
         target_atoms, target_scores = unroll(target_params.agent, batch)
-        values, _ = values_and_alpha(atoms, scores)  # (B, T+1, N, A)
-        target_values, _ = values_and_alpha(target_atoms, target_scores)
 
+        def value_of(chosen_atoms: chex.Array, agent_scores: chex.Array) -> chex.Array:
+            """CVaR at the agent's chosen alpha of one action's atoms: (..., M), (..., K) -> (...)."""
+            return values_and_alpha(chosen_atoms[..., None, :], agent_scores)[0][..., 0]
+
+        # Only the taken action's value carries a gradient and only the greedy next
+        # action's target value is used, so CVaR is computed for those alone; every
+        # action's value is needed (without gradient) only for the double-Q argmax.
         actions = batch.actions[:, :-1]  # (B, T, N)
-        taken = take(values[:, :-1], actions)  # (B, T, N)
-        next_avail = batch.avail[:, 1:]
-        next_greedy = jax.vmap(jax.vmap(jax.vmap(ops.masked_argmax)))(
-            jax.lax.stop_gradient(values[:, 1:]), next_avail
-        )  # double Q: online argmax, evaluated by the target networks
-        next_target = take(target_values[:, 1:], next_greedy)  # (B, T, N)
+        predicted = take(atoms[:, :-1], actions)  # (B, T, N, M)
+        taken = value_of(predicted, scores[:, :-1])  # (B, T, N)
+        next_values, _ = values_and_alpha(
+            jax.lax.stop_gradient(atoms[:, 1:]), jax.lax.stop_gradient(scores[:, 1:])
+        )  # (B, T, N, A)
+        next_greedy = jax.vmap(jax.vmap(jax.vmap(ops.masked_argmax)))(next_values, batch.avail[:, 1:])
+        next_atoms = take(target_atoms[:, 1:], next_greedy)  # double Q: online argmax, target atoms
+        next_target = value_of(next_atoms, target_scores[:, 1:])  # (B, T, N)
 
         c_tot = mixer.apply(params.mixer, taken, batch.state[:, :-1])  # (B, T, G)
         c_tot_next = mixer.apply(target_params.mixer, next_target, batch.state[:, 1:])
@@ -303,8 +310,6 @@ def make_learner(config: Config, env: ArrayEnv | None = None) -> Learner:
         if not use_qr:
             return td_loss, aux
 
-        predicted = take(atoms[:, :-1], actions)  # (B, T, N, M)
-        next_atoms = take(target_atoms[:, 1:], next_greedy)  # (B, T, N, M)
         qr_target = jax.lax.stop_gradient(
             taken[..., None] + tc.gamma * (1.0 - terminated[..., None]) * next_atoms
         )

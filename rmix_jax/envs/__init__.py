@@ -1,4 +1,4 @@
-"""Environments: MACN (jittable grid), and the array interface the learner uses."""
+"""Environments: MACN (jittable grid), SMAX (JaxMARL), and the array interface the learner uses."""
 
 from rmix_jax.envs.base import ArrayEnv, EnvSpec, JaxMARLAdapter, RewardNoise, TimeStep
 from rmix_jax.envs.macn import MACN, SCENARIOS
@@ -16,6 +16,10 @@ def make_env(env_config) -> ArrayEnv:
             slip_prob=env_config.slip_prob,
         )
         env: ArrayEnv = JaxMARLAdapter(macn, macn.episode_limit, env_config.reward_scale)
+    elif env_config.name == "smax":
+        from rmix_jax.envs.smax import SMAXAdapter
+
+        env = SMAXAdapter(env_config.map, env_config.reward_scale)
     else:  # config validation has already rejected other names
         raise ValueError(f"unknown env {env_config.name!r}")
     if env_config.reward_noise_std > 0:
