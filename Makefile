@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: train test install bench clean
+.PHONY: train test install bench notebook clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,12 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/throughput.py
+
+# Execute the alpha-analysis notebook in place on the newest make-train run (RMIX_RUN=... for another).
+notebook: $(STAMP)
+	$(PY) -c "import nbformat, nbclient; nb = nbformat.read('notebooks/alpha_analysis.ipynb', 4); \
+	nbclient.NotebookClient(nb, timeout=900, resources={'metadata': {'path': 'notebooks'}}).execute(); \
+	nbformat.write(nb, 'notebooks/alpha_analysis.ipynb')"
 
 clean:
 	rm -rf $(VENV) results

@@ -1,0 +1,103 @@
+"""RMIX against QMIX on a SMAX map at equal env steps: final greedy win rate, table and curves.
+
+Train both and tabulate (one command):
+
+    .venv/bin/python benchmarks/smax_rmix_vs_qmix.py --map 3m --seeds 4 train.t_max=300000
+
+or tabulate runs already made with the CLI (``rmix-train env=smax env.map=3m method=rmix ...``):
+
+    .venv/bin/python benchmarks/smax_rmix_vs_qmix.py --map 3m --runs rmix=results/bench/smax3m_rmix qmix=...
+
+Writes benchmarks/results/smax_<map>_rmix_vs_qmix.{json,png} and prints, per method,
+the final greedy test win rate (last evaluation, ``train.test_episodes`` episodes per
+seed): mean, std and IQM over seeds with a 95% stratified-bootstrap interval, plus
+the final test return.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from rmix_jax import analysis, results
+from rmix_jax.config import load_config
+from rmix_jax.train import run
+
+OUT = Path(__file__).parent / "results"
+
+
+def final_values(rows: list[dict], key: str) -> np.ndarray:
+    """Each seed's value at its last evaluation."""
+    return np.asarray([ys[-1] for _, (_, ys) in sorted(results.curves(rows, key).items())])
+
+
+def summarise(method: str, run_dir: Path) -> tuple[dict, list[dict]]:
+    rows = results.load_metrics(run_dir)
+    config = analysis.load_run(run_dir).config if (run_dir / "params").exists() else None
+    won, ret = final_values(rows, "test_won"), final_values(rows, "test_return")
+    from rliable import library as rly
+
+    np.random.seed(0)
+    point, interval = rly.get_interval_estimates(
+        {"m": won[:, None]}, lambda s: np.array([analysis.iqm(s.reshape(-1))]), reps=2000
+    )
+    steps = [r["t_env"] for r in rows if r["active"]]
+    return {
+        "method": method,
+        "run_dir": str(run_dir),
+        "seeds": int(len(won)),
+        "env_steps_per_seed": int(max(steps)),
+        "t_max": None if config is None else config.train.t_max,
+        "test_episodes": None if config is None else config.train.test_episodes,
+        "final_win_rate_per_seed": won.round(4).tolist(),
+        "final_win_rate_mean": float(won.mean()),
+        "final_win_rate_std": float(won.std()),
+        "final_win_rate_iqm": float(point["m"][0]),
+        "final_win_rate_iqm_ci95": [float(interval["m"][0][0]), float(interval["m"][1][0])],
+        "seeds_above_0_8": int((won > 0.8).sum()),
+        "final_return_mean": float(ret.mean()),
+    }, rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("overrides", nargs="*")
+    parser.add_argument("--map", default="3m")
+    parser.add_argument("--seeds", type=int, default=4)
+    parser.add_argument("--methods", nargs="+", default=["rmix", "qmix"])
+    parser.add_argument("--runs", nargs="*", default=[], help="method=run_dir pairs to tabulate instead of training")
+    parser.add_argument("--command", default="", help="the command that made --runs, recorded in the JSON")
+    args = parser.parse_args()
+    run_dirs = dict(pair.split("=", 1) for pair in args.runs)
+    for method in args.methods:
+        if method not in run_dirs:
+            config = load_config(["env=smax", f"env.map={args.map}", f"method={method}",
+                                  f"num_seeds={args.seeds}", "results_dir=results/bench"] + args.overrides)
+            run_dirs[method] = str(run(config, progress=True)[0])
+    table, curves = [], {}
+    for method, run_dir in run_dirs.items():
+        entry, rows = summarise(method, Path(run_dir))
+        table.append(entry)
+        curves[method] = rows
+    OUT.mkdir(parents=True, exist_ok=True)
+    fig = analysis.plot_iqm_curves(curves, key="test_won", title=f"SMAX {args.map}: greedy test win rate")
+    analysis.save_figure(fig, OUT / f"smax_{args.map}_rmix_vs_qmix.png")
+    command = args.command or "python benchmarks/smax_rmix_vs_qmix.py " + " ".join(
+        [f"--map {args.map}", f"--seeds {args.seeds}", *args.overrides])
+    (OUT / f"smax_{args.map}_rmix_vs_qmix.json").write_text(
+        json.dumps({"map": args.map, "command": command, "rows": table}, indent=2))
+    print(f"\nSMAX {args.map}: final greedy test win rate (last evaluation per seed)")
+    print(f"{'method':<8} {'seeds':>5} {'env steps':>10} {'mean':>6} {'std':>6} {'IQM':>6} {'IQM 95% CI':>14} "
+          f"{'seeds>0.8':>9} {'return':>7}")
+    for r in table:
+        lo, hi = r["final_win_rate_iqm_ci95"]
+        print(f"{r['method']:<8} {r['seeds']:>5} {r['env_steps_per_seed']:>10} {r['final_win_rate_mean']:>6.2f} "
+              f"{r['final_win_rate_std']:>6.2f} {r['final_win_rate_iqm']:>6.2f} {f'[{lo:.2f}, {hi:.2f}]':>14} "
+              f"{r['seeds_above_0_8']:>6}/{r['seeds']:<2} {r['final_return_mean']:>7.2f}")
+
+
+if __name__ == "__main__":
+    main()
