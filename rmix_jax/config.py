@@ -1,9 +1,9 @@
 """Typed, frozen run configuration, composed from ``configs/`` and validated once.
 
-A config is ``configs/default.yaml`` merged with ``configs/method/<method>.yaml``,
-``configs/env/<env>.yaml`` (the environment and its training budget), that preset's
-``maps.<env.map>`` section if it has one (per-map values, e.g. M for SMAX 5m_vs_6m),
-and then command-line overrides (``key=value``, dotted for nested keys). Any unknown key or bad value raises ``ConfigError``
+A config is ``configs/default.yaml`` merged with ``configs/env/<env>.yaml`` (the
+environment and its training budget), that preset's ``maps.<env.map>`` section if
+it has one (per-map values, e.g. M for SMAX 5m_vs_6m), ``configs/method/<method>.yaml``
+(what defines the method wins, e.g. QMIX's single atom), and then command-line overrides (``key=value``, dotted for nested keys). Any unknown key or bad value raises ``ConfigError``
 whose message is one line naming the key and what is allowed.
 """
 
@@ -252,13 +252,15 @@ def load_config(overrides: Sequence[str] = (), config_dir: Path | str = CONFIG_D
     for path, value in parsed:
         if len(path) == 1 and path[0] in choices and not isinstance(value, dict):
             choices[path[0]] = str(value)
-    data = _merge(data, _preset("method", choices["method"], config_dir))
     env_preset = _preset("env", choices["env"], config_dir)
     per_map = env_preset.pop("maps", None) or {}
     data = _merge(data, env_preset)
     map_name = next((v for p, v in parsed if p == ["env", "map"]), data.get("env", {}).get("map"))
-    if isinstance(per_map, dict) and map_name in per_map:  # per-map values, before the overrides
+    if isinstance(per_map, dict) and map_name in per_map:
         data = _merge(data, per_map[map_name])
+    # The method preset comes after the env: what defines a method (QMIX's single
+    # atom, its static alpha) wins over per-map values such as M = 100.
+    data = _merge(data, _preset("method", choices["method"], config_dir))
     data["method"] = choices["method"]
     data["env_preset"] = choices["env"]
     for path, value in parsed:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 import rlax
 
 # A float alpha * M that lies within this distance of an integer is taken as that
@@ -45,7 +46,7 @@ def level_tail_counts(num_levels: int, num_atoms: int) -> chex.Array:
 
 # Up to this many atoms, ranks from pairwise comparisons are far cheaper than XLA's
 # sort on the CPU (M = 10: 0.6 ms against 8.6 ms for 15k distributions); above
-# it the O(M^2) comparisons cost more than sorting.
+# it the O(M^2) comparisons cost more, and a bitonic network sorts instead.
 _PAIRWISE_RANK_MAX_ATOMS = 32
 
 
@@ -68,14 +69,62 @@ def ascending_ranks(atoms: chex.Array) -> chex.Array:
     return jnp.sum(below | tied_before, axis=-1).astype(jnp.int32)
 
 
+def bitonic_sort(values: chex.Array) -> chex.Array:
+    """Ascending sort along the last axis by a bitonic network of min/max stages.
+
+    XLA's sort is slow on the CPU (100 atoms x 177k distributions: 2.8 s); these
+    log2(n)(log2(n)+1)/2 vectorised compare-exchange stages take 0.73 s. The axis
+    is padded to a power of two with the largest float, which sorts to the end.
+    """
+    m, lead = values.shape[-1], values.shape[:-1]
+    n = 1 << max(0, (m - 1).bit_length())
+    x = values
+    if n != m:
+        pad = jnp.full((*lead, n - m), jnp.finfo(values.dtype).max, values.dtype)
+        x = jnp.concatenate([values, pad], axis=-1)
+    k = 2
+    while k <= n:
+        j = k // 2
+        while j >= 1:
+            pairs = x.reshape(*lead, n // (2 * j), 2, j)
+            a, b = pairs[..., 0, :], pairs[..., 1, :]
+            low, high = jnp.minimum(a, b), jnp.maximum(a, b)
+            first = np.arange(n // (2 * j))[:, None] * 2 * j + np.arange(j)[None, :]
+            ascending = jnp.asarray((first & k) == 0)  # direction of this block of the network
+            x = jnp.stack([jnp.where(ascending, low, high), jnp.where(ascending, high, low)], axis=-2)
+            x = x.reshape(*lead, n)
+            j //= 2
+        k *= 2
+    return x[..., :m]
+
+
 def _tail_means(atoms: chex.Array, counts: chex.Array) -> chex.Array:
-    """Mean of the ``counts[j]`` lowest atoms for each j. atoms (M,), counts (J,) -> (J,)."""
+    """Mean of the ``counts[j]`` lowest atoms for each j. atoms (M,), counts (J,) -> (J,).
+
+    Gradient: ``1 / k`` to each atom in the tail, as the exact piecewise-linear
+    derivative (for M > 32 the tail is the atoms at or below the k-th smallest, which
+    is the same set unless atoms tie exactly there).
+    """
     m = atoms.shape[0]
-    if m > _PAIRWISE_RANK_MAX_ATOMS:
-        sorted_cumsum = jnp.cumsum(jnp.sort(atoms))
-        return sorted_cumsum[counts - 1] / counts.astype(atoms.dtype)
-    in_tail = ascending_ranks(atoms)[None, :] < counts[:, None]  # (J, M)
-    return (in_tail.astype(atoms.dtype) @ atoms) / counts.astype(atoms.dtype)
+    if m <= _PAIRWISE_RANK_MAX_ATOMS:
+        in_tail = ascending_ranks(atoms)[None, :] < counts[:, None]  # (J, M)
+        return (in_tail.astype(atoms.dtype) @ atoms) / counts.astype(atoms.dtype)
+    return _sorted_tail_means(atoms, counts)
+
+
+@jax.custom_jvp
+def _sorted_tail_means(atoms: chex.Array, counts: chex.Array) -> chex.Array:
+    return jnp.cumsum(bitonic_sort(atoms))[counts - 1] / counts.astype(atoms.dtype)
+
+
+@_sorted_tail_means.defjvp
+def _sorted_tail_means_jvp(primals, tangents):
+    atoms, counts = primals
+    d_atoms = tangents[0]
+    ordered = bitonic_sort(atoms)
+    k = counts.astype(atoms.dtype)
+    in_tail = atoms[None, :] <= ordered[counts - 1][:, None]  # (J, M)
+    return jnp.cumsum(ordered)[counts - 1] / k, (in_tail.astype(atoms.dtype) @ d_atoms) / k
 
 
 def cvar(atoms: chex.Array, alpha: chex.Numeric) -> chex.Array:

@@ -207,3 +207,21 @@ def test_shapes_are_asserted():
     with pytest.raises(AssertionError):
         ops.cvar(jnp.zeros((2, 3)), 0.5)
     chex.assert_shape(ops.cvar_all_levels(jnp.zeros(7), 4), (4,))
+
+
+@pytest.mark.parametrize("num_atoms", [1, 2, 5, 10, 55, 100, 128])
+def test_bitonic_sort_matches_numpy(num_atoms):
+    values = np.random.default_rng(num_atoms).normal(size=(7, num_atoms)).astype(np.float32)
+    values[0, : num_atoms // 2] = 0.5  # ties
+    np.testing.assert_array_equal(np.asarray(jax.jit(ops.bitonic_sort)(values)), np.sort(values, axis=-1))
+
+
+@pytest.mark.parametrize("num_atoms", [10, 100])
+def test_cvar_gradient_is_one_over_k_on_the_tail(num_atoms):
+    atoms = np.random.default_rng(3).normal(size=num_atoms).astype(np.float32)
+    for alpha in (0.1, 0.55, 1.0):
+        k = int(np.ceil(round(alpha * num_atoms, 6)))
+        grad = np.asarray(jax.grad(ops.cvar)(jnp.asarray(atoms), alpha))
+        expected = np.zeros(num_atoms)
+        expected[np.argsort(atoms)[:k]] = 1.0 / k
+        np.testing.assert_allclose(grad, expected, atol=1e-7)

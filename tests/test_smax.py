@@ -106,6 +106,9 @@ def test_per_map_values_and_overrides():
     assert config.env.reward_scale == 10.0 and config.train.test_episodes >= 32
     assert load_config(["env=smax", "env.map=5m_vs_6m", "agent.num_atoms=8"]).agent.num_atoms == 8
     assert load_config(["env=smax"]).agent.num_atoms == 10  # 3m: the default M
+    # a method's own definition wins over per-map values: QMIX keeps one atom
+    qmix = load_config(["env=smax", "env.map=5m_vs_6m", "method=qmix"])
+    assert qmix.agent.num_atoms == 1 and not qmix.train.use_qr
 
 
 def test_learner_updates_on_3m(method="rmix"):
