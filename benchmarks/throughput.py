@@ -105,7 +105,14 @@ def main() -> None:
     for seeds in args.seeds:
         rows.append(time_random_policy(args.overrides, seeds, args.random_iterations))
         for method in ("rmix", "qmix"):
-            rows.append(time_training(args.overrides + [f"method={method}"], seeds, args.chunks))
+            try:
+                rows.append(time_training(args.overrides + [f"method={method}"], seeds, args.chunks))
+            except jax.errors.JaxRuntimeError as err:  # e.g. RESOURCE_EXHAUSTED: report it as a row
+                reason = str(err).splitlines()[0][:120]
+                rows.append({"method": method, "seeds": seeds, "env_steps": 0, "seconds": None, "steps_per_s": None,
+                             "first_chunk_s": None, "state_mb_per_seed": None, "peak_rss_mb": peak_rss_mb(),
+                             "error": reason})
+            print(f"done: {rows[-1]}", flush=True)
     device = f"{jax.devices()[0].platform} x{len(jax.devices())} ({platform.processor() or platform.machine()})"
     config = load_config(args.overrides)
     where = config.env_preset + (f" {config.env.map}" if config.env.name == "smax" else "")
@@ -113,13 +120,17 @@ def main() -> None:
     print(f"{'method':<26} {'seeds':>5} {'env steps/s':>12} {'per seed':>9} {'first chunk s':>14} "
           f"{'state MB/seed':>14} {'peak RSS MB':>12}")
     for r in rows:
+        if r["steps_per_s"] is None:
+            print(f"{r['method']:<26} {r['seeds']:>5}  failed: {r['error']}")
+            continue
         first = "-" if r["first_chunk_s"] is None else f"{r['first_chunk_s']:.1f}"
         state_mb = "-" if r["state_mb_per_seed"] is None else f"{r['state_mb_per_seed']:.1f}"
         print(f"{r['method']:<26} {r['seeds']:>5} {r['steps_per_s']:>12.0f} {r['steps_per_s'] / r['seeds']:>9.0f} "
               f"{first:>14} {state_mb:>14} {r['peak_rss_mb']:>12.0f}")
     for seeds in args.seeds:
         by = {r["method"]: r["steps_per_s"] for r in rows if r["seeds"] == seeds}
-        print(f"{seeds} seed(s): RMIX / QMIX throughput = {by['rmix'] / by['qmix']:.2f}")
+        if by.get("rmix") and by.get("qmix"):
+            print(f"{seeds} seed(s): RMIX / QMIX throughput = {by['rmix'] / by['qmix']:.2f}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"device": device, "jax": jax.__version__, "overrides": args.overrides, "rows": rows}, indent=2))
 
