@@ -23,7 +23,8 @@ from rmix_jax.config import Config, ConfigError, load_config
 from rmix_jax.learner import make_learner
 
 USAGE = """usage: rmix-train [key=value ...]
-  method=rmix|rmix_static|rmix_frozen|qmix|vdn|iql|rdn   env=macn_7x4|macn_12x4|macn_7x4_low_risk
+  method=rmix|rmix_static|rmix_frozen|qmix|vdn|iql|rdn   env=macn_7x4|macn_12x4|macn_7x4_low_risk|smax
+  env=smax env.map=3m|5m_vs_6m|8m_vs_9m|...  (any SMAX map; an unknown one lists them all)
   num_seeds=8 seed=0 train.t_max=50000 agent.num_atoms=10 agent.alpha=0.3 ...  (see configs/default.yaml)"""
 
 
