@@ -36,7 +36,7 @@ def final_values(rows: list[dict], key: str) -> np.ndarray:
 
 def summarise(method: str, run_dir: Path) -> tuple[dict, list[dict]]:
     rows = results.load_metrics(run_dir)
-    config = analysis.load_run(run_dir).config if (run_dir / "params").exists() else None
+    config = results.load_run_config(run_dir)
     won, ret = final_values(rows, "test_won"), final_values(rows, "test_return")
     from rliable import library as rly
 
@@ -50,8 +50,8 @@ def summarise(method: str, run_dir: Path) -> tuple[dict, list[dict]]:
         "run_dir": str(run_dir),
         "seeds": int(len(won)),
         "env_steps_per_seed": int(max(steps)),
-        "t_max": None if config is None else config.train.t_max,
-        "test_episodes": None if config is None else config.train.test_episodes,
+        "t_max": config.train.t_max,
+        "test_episodes": config.train.test_episodes,
         "final_win_rate_per_seed": won.round(4).tolist(),
         "final_win_rate_mean": float(won.mean()),
         "final_win_rate_std": float(won.std()),

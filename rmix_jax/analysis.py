@@ -27,10 +27,9 @@ from typing import Any, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-import yaml
 
 from rmix_jax import ops, results
-from rmix_jax.config import Config, config_from_dict
+from rmix_jax.config import Config
 from rmix_jax.learner import Learner, Params, make_learner
 
 MACN_ACTIONS = ("up", "down", "left", "right")
@@ -65,10 +64,7 @@ class Run:
 def load_run(run_dir: Path | str) -> Run:
     """Read ``config.yaml``, ``metrics.jsonl`` and ``params/`` of a run directory."""
     run_dir = Path(run_dir)
-    config_path = run_dir / results.CONFIG_FILE
-    if not config_path.is_file():
-        raise FileNotFoundError(f"no {results.CONFIG_FILE} in {run_dir}; pass a directory written by rmix-train")
-    config = config_from_dict(yaml.safe_load(config_path.read_text()))
+    config = results.load_run_config(run_dir)
     rows = results.load_metrics(run_dir)
     learner = make_learner(config)
     params = None
@@ -139,8 +135,7 @@ def level_probabilities(config: Config, scores: jax.Array, alpha: jax.Array) -> 
     num_levels = config.agent.num_risk_levels
     if config.uses_risk_predictor:
         return jax.nn.softmax(scores, axis=-1)
-    level = jnp.clip(jnp.round(alpha * num_levels).astype(jnp.int32) - 1, 0, num_levels - 1)
-    return jax.nn.one_hot(level, num_levels)
+    return jax.nn.one_hot(ops.alpha_to_level(alpha, num_levels), num_levels)
 
 
 def trace_episodes(
@@ -199,10 +194,7 @@ def seed_matrix(rows: Sequence[dict[str, Any]], key: str = "test_return", num_po
     seed_curves = results.curves(rows, key)
     if not seed_curves:
         raise ValueError(f"no rows with {key!r}; the metrics hold {sorted(rows[0]) if rows else 'nothing'}")
-    start = max(xs[0] for xs, _ in seed_curves.values())
-    end = min(xs[-1] for xs, _ in seed_curves.values())
-    grid = np.linspace(start, max(start, end), num_points)
-    return grid, results.on_grid(seed_curves, grid)
+    return results.common_grid(seed_curves, num_points)
 
 
 def iqm_curve(

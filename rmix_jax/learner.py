@@ -163,7 +163,7 @@ def make_learner(config: Config, env: ArrayEnv | None = None) -> Learner:
         return values.reshape(*lead, num_values), alpha.reshape(lead)
 
     def alpha_histogram(alpha: chex.Array, weight: chex.Array) -> chex.Array:
-        bins = jnp.clip(jnp.round(alpha * num_levels).astype(jnp.int32) - 1, 0, num_levels - 1)
+        bins = ops.alpha_to_level(alpha, num_levels)
         return jnp.sum(jax.nn.one_hot(bins, num_levels) * weight[..., None], axis=tuple(range(alpha.ndim)))
 
     # --- rollout ------------------------------------------------------------------

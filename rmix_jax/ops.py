@@ -163,6 +163,11 @@ def level_to_alpha(level: chex.Array, num_levels: int) -> chex.Array:
     return (level + 1).astype(jnp.float32) / num_levels
 
 
+def alpha_to_level(alpha: chex.Array, num_levels: int) -> chex.Array:
+    """alpha -> the nearest grid level index j (inverse of ``level_to_alpha``), clipped to 0..K-1."""
+    return jnp.clip(jnp.round(alpha * num_levels).astype(jnp.int32) - 1, 0, num_levels - 1)
+
+
 def risk_sensitive_values(
     atoms: chex.Array, scores: chex.Array, straight_through: bool
 ) -> tuple[chex.Array, chex.Array, chex.Array]:

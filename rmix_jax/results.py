@@ -11,7 +11,7 @@ from typing import Any, Sequence
 import numpy as np
 import yaml
 
-from rmix_jax.config import Config
+from rmix_jax.config import Config, config_from_dict
 
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.yaml"
@@ -95,6 +95,24 @@ def on_grid(seed_curves: dict[int, tuple[np.ndarray, np.ndarray]], grid: np.ndar
     return np.asarray(values)
 
 
+def common_grid(
+    seed_curves: dict[int, tuple[np.ndarray, np.ndarray]], num_points: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(grid, values (seeds, points)) over the env steps where every seed has a value."""
+    start = max(xs[0] for xs, _ in seed_curves.values())
+    end = min(xs[-1] for xs, _ in seed_curves.values())
+    grid = np.linspace(start, max(start, end), num_points)
+    return grid, on_grid(seed_curves, grid)
+
+
+def load_run_config(run_dir: Path | str) -> Config:
+    """The validated config a run was trained with."""
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no {CONFIG_FILE} in {run_dir}; pass a directory written by rmix-train")
+    return config_from_dict(yaml.safe_load(path.read_text()))
+
+
 def steps_to_reach(xs: np.ndarray, ys: np.ndarray, target: float, tol: float = 1e-3) -> float | None:
     """First env step at which the curve reaches ``target`` (None if never)."""
     hit = np.nonzero(ys >= target - tol)[0]
@@ -116,10 +134,7 @@ def plot_learning_curves(
         seed_curves = curves(rows, key)
         if not seed_curves:
             continue
-        start = max(xs[0] for xs, _ in seed_curves.values())  # every seed has a value from here on
-        end = min(xs[-1] for xs, _ in seed_curves.values())
-        grid = np.linspace(start, max(start, end), 200)
-        values = on_grid(seed_curves, grid)
+        grid, values = common_grid(seed_curves, 200)
         ax.plot(grid, np.nanmean(values, axis=0), label=f"{label} (mean of {len(values)} seeds)")
         ax.fill_between(grid, np.nanmin(values, axis=0), np.nanmax(values, axis=0), alpha=0.2)
     if optimum is not None:

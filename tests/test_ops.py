@@ -225,3 +225,9 @@ def test_cvar_gradient_is_one_over_k_on_the_tail(num_atoms):
         expected = np.zeros(num_atoms)
         expected[np.argsort(atoms)[:k]] = 1.0 / k
         np.testing.assert_allclose(grad, expected, atol=1e-7)
+
+
+@pytest.mark.parametrize("num_levels", [1, 7, 10])
+def test_alpha_to_level_inverts_level_to_alpha(num_levels):
+    levels = jnp.arange(num_levels)
+    np.testing.assert_array_equal(ops.alpha_to_level(ops.level_to_alpha(levels, num_levels), num_levels), levels)

@@ -59,15 +59,19 @@ class JaxMARLAdapter:
             num_agents=env.num_agents,
             num_actions=int(env.action_space(agent).n),
             obs_dim=int(obs[agent].shape[-1]),
-            state_dim=int(obs["world_state"].shape[-1]),
+            state_dim=int(self.global_state(obs).shape[-1]),
             episode_limit=int(episode_limit),
         )
+
+    def global_state(self, obs: dict) -> chex.Array:
+        """The mixer's state from an observation dict; subclasses may normalise it."""
+        return obs["world_state"]
 
     def _timestep(self, obs: dict, env_state: Any, reward, terminated, truncated, won) -> TimeStep:
         avail = self.env.get_avail_actions(env_state)
         return TimeStep(
             obs=jnp.stack([obs[a] for a in self.env.agents]).astype(jnp.float32),
-            state=obs["world_state"].astype(jnp.float32),
+            state=self.global_state(obs).astype(jnp.float32),
             avail=jnp.stack([avail[a] for a in self.env.agents]).astype(jnp.int32),
             reward=jnp.asarray(reward, jnp.float32) * self.reward_scale,
             terminated=jnp.asarray(terminated, bool),

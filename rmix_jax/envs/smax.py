@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import jaxmarl
 from jaxmarl.environments.smax.smax_env import MAP_NAME_TO_SCENARIO, Scenario, register_scenario
 
-from rmix_jax.envs.base import EnvSpec, TimeStep
+from rmix_jax.envs.base import JaxMARLAdapter, TimeStep
 
 MARINE, MARAUDER, STALKER, ZEALOT, ZERGLING, HYDRALISK = range(6)
 
@@ -61,7 +61,7 @@ def map_names() -> list[str]:
     return sorted(MAP_NAME_TO_SCENARIO)
 
 
-class SMAXAdapter:
+class SMAXAdapter(JaxMARLAdapter):
     """Array view of ``HeuristicEnemySMAX`` on one map (see the module docstring)."""
 
     def __init__(self, map_name: str, reward_scale: float = 1.0, **env_kwargs: Any) -> None:
@@ -69,23 +69,13 @@ class SMAXAdapter:
         if map_name not in names:
             raise ValueError(f"unknown SMAX map {map_name!r}; choose one of {', '.join(names)}")
         self.map_name = map_name
-        self.env = jaxmarl.make("HeuristicEnemySMAX", scenario=MAP_NAME_TO_SCENARIO[map_name], **env_kwargs)
-        self.reward_scale = float(reward_scale)
-        inner = self.env._env
+        env = jaxmarl.make("HeuristicEnemySMAX", scenario=MAP_NAME_TO_SCENARIO[map_name], **env_kwargs)
+        inner = env._env
         self.num_units = inner.num_agents
         self.num_allies = inner.num_allies
         self.num_unit_features = len(inner.own_features)
         self.state_scale = self._state_scale(inner)
-        self.spec_limit = int(inner.max_steps)
-        obs, _ = self.env.reset(jax.random.PRNGKey(0))
-        agent = self.env.agents[0]
-        self.spec = EnvSpec(
-            num_agents=self.num_allies,
-            num_actions=int(self.env.action_space(agent).n),
-            obs_dim=int(obs[agent].shape[-1]),
-            state_dim=self.num_units * self.num_unit_features,
-            episode_limit=self.spec_limit,
-        )
+        super().__init__(env, int(inner.max_steps), reward_scale)
 
     @staticmethod
     def _state_scale(inner: Any) -> jax.Array:
@@ -94,35 +84,24 @@ class SMAXAdapter:
         scale = scale.at[1].set(inner.map_width).at[2].set(inner.map_height)
         return scale.at[3].set(jnp.max(inner.unit_type_weapon_cooldowns))
 
-    def normalise_state(self, world_state: chex.Array) -> chex.Array:
+    def global_state(self, obs: dict) -> chex.Array:
         """JaxMARL's world state (U*F raw features, U teams, U types) -> (U*F,) in [0, 1]."""
+        world_state = obs["world_state"]
         units = world_state[: self.num_units * self.num_unit_features].reshape(self.num_units, -1)
         return (units / self.state_scale).reshape(-1)
-
-    def _timestep(self, obs: dict, env_state: Any, reward: chex.Array, done: chex.Array) -> TimeStep:
-        alive = env_state.state.unit_alive
-        allies_dead = ~jnp.any(alive[: self.num_allies])
-        enemies_dead = ~jnp.any(alive[self.num_allies :])
-        terminated = done & (allies_dead | enemies_dead)
-        # JaxMARL checks its limit before counting the step, so it would end after
-        # max_steps + 1 steps; end at max_steps, the documented limit.
-        out_of_time = env_state.state.step >= self.spec_limit
-        avail = self.env.get_avail_actions(env_state)
-        return TimeStep(
-            obs=jnp.stack([obs[a] for a in self.env.agents]).astype(jnp.float32),
-            state=self.normalise_state(obs["world_state"]).astype(jnp.float32),
-            avail=jnp.stack([avail[a] for a in self.env.agents]).astype(jnp.int32),
-            reward=jnp.asarray(reward, jnp.float32) * self.reward_scale,
-            terminated=terminated,
-            truncated=(done | out_of_time) & ~terminated,
-            won=done & enemies_dead & ~allies_dead,
-        )
-
-    def reset(self, key: chex.PRNGKey) -> tuple[Any, TimeStep]:
-        obs, env_state = self.env.reset(key)
-        return env_state, self._timestep(obs, env_state, jnp.float32(0.0), jnp.bool_(False))
 
     def step(self, key: chex.PRNGKey, env_state: Any, actions: chex.Array) -> tuple[Any, TimeStep]:
         action_dict = {a: actions[i] for i, a in enumerate(self.env.agents)}
         obs, env_state, rewards, dones, _ = self.env.step_env(key, env_state, action_dict)
-        return env_state, self._timestep(obs, env_state, rewards[self.env.agents[0]], dones["__all__"])
+        alive = env_state.state.unit_alive
+        allies_dead = ~jnp.any(alive[: self.num_allies])
+        enemies_dead = ~jnp.any(alive[self.num_allies :])
+        done = dones["__all__"]
+        terminated = done & (allies_dead | enemies_dead)
+        # JaxMARL checks its limit before counting the step, so it would end after
+        # max_steps + 1 steps; end at max_steps, the documented limit.
+        out_of_time = env_state.state.step >= self.spec.episode_limit
+        truncated = (done | out_of_time) & ~terminated
+        won = done & enemies_dead & ~allies_dead
+        reward = rewards[self.env.agents[0]]
+        return env_state, self._timestep(obs, env_state, reward, terminated, truncated, won)
