@@ -240,7 +240,7 @@ def alpha_over_training(
     if not active:
         raise ValueError(f"no rows with {key!r}")
     seeds = sorted({r["seed"] for r in active})
-    num_levels = len(active[0][key])
+    num_levels = np.asarray(active[0][key]).shape[-1]  # rows hold (K,) or per agent (N, K)
     levels = (np.arange(num_levels) + 1) / num_levels
     t_env = np.asarray([r["t_env"] for r in active], float)
     edges = np.linspace(0.0, t_env.max(), num_bins + 1)
@@ -249,7 +249,7 @@ def alpha_over_training(
     seed_counts = np.zeros((len(seeds), num_bins, num_levels))
     seed_index = {s: i for i, s in enumerate(seeds)}
     for r, b in zip(active, bins):
-        hist = np.asarray(r[key], float)
+        hist = np.asarray(r[key], float).reshape(-1, num_levels).sum(axis=0)
         counts[b] += hist
         seed_counts[seed_index[r["seed"]], b] += hist
     with np.errstate(invalid="ignore", divide="ignore"):

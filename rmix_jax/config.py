@@ -24,7 +24,14 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 METHODS = ("rmix", "rmix_static", "rmix_frozen", "qmix", "vdn", "iql", "rdn")
 ENV_NAMES = ("macn", "smax")
 RISK_PREDICTORS = ("straight_through", "frozen", "static")
+WANDB_MODES = ("auto", "online", "offline", "disabled")
+# Keys a sweep may vary: they are traced values in the learner (rmix_jax.learner.Hyper).
+SWEEPABLE = ("agent.alpha", "train.lr", "train.qr_lr", "train.gamma", "train.epsilon_finish",
+             "train.epsilon_anneal_steps")
 MIXERS = ("qmix", "vdn", "none")
+
+
+KEY_ALIASES = {"seeds": "num_seeds"}
 
 
 class ConfigError(ValueError):
@@ -84,6 +91,21 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class CheckpointConfig:
+    every_chunks: int = 10  # save the whole training state every this many chunks (0: only at the end)
+    max_to_keep: int = 2
+
+
+@dataclass(frozen=True)
+class WandbConfig:
+    mode: str = "auto"  # auto: online with WANDB_API_KEY set, else offline; or online, offline, disabled
+    project: str = "rmix_jax"
+    entity: str = ""
+    group: str = ""  # empty: the run name
+    per_seed: bool = True  # also log every seed's series (seed<i>/...), not only mean/min/max
+
+
+@dataclass(frozen=True)
 class Config:
     method: str = "rmix"
     env_preset: str = "macn_7x4"
@@ -95,6 +117,10 @@ class Config:
     agent: AgentConfig = field(default_factory=AgentConfig)
     mixer: MixerConfig = field(default_factory=MixerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    # Dotted key -> values; the grid (every combination) times num_seeds runs as one program.
+    sweep: dict = field(default_factory=dict)
 
     @property
     def uses_risk_predictor(self) -> bool:
@@ -102,6 +128,24 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def sweep_points(self) -> list[dict[str, Any]]:
+        """Every combination of the sweep's values (one empty point without a sweep), keys in sweep order."""
+        points: list[dict[str, Any]] = [{}]
+        for key, values in self.sweep.items():
+            points = [{**p, key: v} for p in points for v in values]
+        return points
+
+    def at_point(self, point: dict[str, Any]) -> "Config":
+        """This config with one sweep point's values written in (a learned alpha keeps the method's)."""
+        changes: dict[str, dict[str, Any]] = {}
+        for key, value in point.items():
+            group, name = key.split(".")
+            if value == "learned":
+                continue
+            changes.setdefault(group, {})[name] = value
+        groups = {g: dataclasses.replace(getattr(self, g), **v) for g, v in changes.items()}
+        return dataclasses.replace(self, **groups)
 
 
 # --- building ---------------------------------------------------------------------
@@ -131,6 +175,10 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
         if isinstance(value, str):
             return value
         _fail(key, value, "use a string")
+    if annotation is dict:
+        if isinstance(value, dict):
+            return value
+        _fail(key, value, "expected a mapping, e.g. sweep.agent.alpha=[0.1,0.5]")
     if origin in (typing.Union, types.UnionType):
         raise TypeError(f"unsupported annotation {annotation}")
     return value
@@ -187,6 +235,11 @@ def validate(config: Config) -> Config:
     )
     _check(0.0 < a.alpha <= 1.0, "agent.alpha", a.alpha, "alpha must lie in (0, 1]")
     _check(m.kind in MIXERS, "mixer.kind", m.kind, f"choose one of {', '.join(MIXERS)}")
+    ck, wb = config.checkpoint, config.wandb
+    _check(ck.every_chunks >= 0, "checkpoint.every_chunks", ck.every_chunks, "use >= 0 (0 saves only at the end)")
+    _check(ck.max_to_keep >= 1, "checkpoint.max_to_keep", ck.max_to_keep, "use >= 1")
+    _check(wb.mode in WANDB_MODES, "wandb.mode", wb.mode, f"choose one of {', '.join(WANDB_MODES)}")
+    _validate_sweep(config)
     for name in ("t_max", "num_envs", "updates_per_iteration", "buffer_size", "batch_size",
                  "qr_interval", "target_update_interval", "iterations_per_eval", "test_episodes",
                  "epsilon_anneal_steps"):
@@ -203,6 +256,39 @@ def validate(config: Config) -> Config:
         value = getattr(t, name)
         _check(0.0 <= value <= 1.0, f"train.{name}", value, "use a probability in [0, 1]")
     return config
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _validate_sweep(config: Config) -> None:
+    """Sweep keys must be traced hyperparameters; values are non-empty lists of valid values."""
+    for key, values in config.sweep.items():
+        name = f"sweep.{key}"
+        _check(key in SWEEPABLE, name, values, f"not sweepable; sweep one of {', '.join(SWEEPABLE)}")
+        _check(isinstance(values, list) and len(values) > 0, name, values, "use a non-empty list, e.g. [0.1,0.5]")
+        for value in values:
+            if key == "agent.alpha" and value == "learned":
+                _check(config.method in ("rmix", "rmix_static"), name, value,
+                       "'learned' alpha mixes static and learned RMIX: use method=rmix_static or rmix")
+                continue
+            _check(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
+                   name, value, "use numbers" + (" or learned" if key == "agent.alpha" else ""))
+            try:
+                validate(dataclasses.replace(config.at_point({key: value}), sweep={}))
+            except ConfigError as err:
+                raise ConfigError(f"{err} (in sweep.{key})") from None
+    if "agent.alpha" in config.sweep and config.agent.risk_predictor != "static":
+        numeric = [v for v in config.sweep["agent.alpha"] if v != "learned"]
+        _check(not numeric, "sweep.agent.alpha", config.sweep["agent.alpha"],
+               "a numeric alpha needs a static-alpha method: use method=rmix_static")
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -238,8 +324,18 @@ def _parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise ConfigError(f"config error: override {text!r} is not key=value; write e.g. train.t_max=20000")
     key, raw = text.split("=", 1)
-    value = yaml.safe_load(raw) if raw != "" else ""
-    return key.strip().split("."), value
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        raise ConfigError(f"config error: override {text!r} has a value YAML cannot read; quote or fix it") from None
+    if isinstance(value, str):
+        try:  # YAML 1.1 reads 5e-05 (no dot) as a string; a number was meant
+            value = float(value) if value.strip().lower() not in ("nan", "inf", "-inf", "infinity") else value
+        except ValueError:
+            pass
+    key = key.strip()
+    key = KEY_ALIASES.get(key, key)
+    return key.split("."), value
 
 
 def load_config(overrides: Sequence[str] = (), config_dir: Path | str = CONFIG_DIR) -> Config:
@@ -273,9 +369,17 @@ def load_config(overrides: Sequence[str] = (), config_dir: Path | str = CONFIG_D
                 raise ConfigError(f"config error: {'.'.join(path)} is unknown; {part} is not a group of keys")
             cursor = child
         cursor[path[-1]] = value
-    return validate(_build(Config, data))
+    return validate(_build(Config, _normalise_sweep(data)))
+
+
+def _normalise_sweep(data: dict[str, Any]) -> dict[str, Any]:
+    """``sweep`` as written (nested or dotted) -> a flat {dotted key: list} in a copy of ``data``."""
+    if "sweep" not in data or not isinstance(data["sweep"], dict):
+        return data
+    flat = _flatten(data["sweep"])
+    return {**data, "sweep": {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in flat.items()}}
 
 
 def config_from_dict(data: dict[str, Any]) -> Config:
     """Rebuild a config saved with ``Config.to_dict`` (validated)."""
-    return validate(_build(Config, data))
+    return validate(_build(Config, _normalise_sweep(data)))

@@ -56,7 +56,39 @@ class Params:
 
 
 @struct.dataclass
+class Hyper:
+    """Hyperparameters carried as traced scalars, so ``vmap`` sweeps them in one program.
+
+    Each field is the config key of the same name (``config.SWEEPABLE``: train.lr -> lr).
+    ``alpha`` is the static risk level; 0 marks a run of a mixed sweep that learns
+    alpha instead (only meaningful when the learner was built for such a sweep).
+    """
+
+    lr: chex.Array
+    qr_lr: chex.Array
+    gamma: chex.Array
+    epsilon_finish: chex.Array
+    epsilon_anneal_steps: chex.Array
+    alpha: chex.Array
+
+
+LEARNED_ALPHA = 0.0  # Hyper.alpha of a sweep point that learns alpha
+
+
+def hyper_from_config(config: Config, **values: float) -> Hyper:
+    """The config's hyperparameters as float32 scalars; ``values`` (Hyper field names) override."""
+    t = config.train
+    fields = {
+        "lr": t.lr, "qr_lr": t.qr_lr, "gamma": t.gamma, "epsilon_finish": t.epsilon_finish,
+        "epsilon_anneal_steps": t.epsilon_anneal_steps, "alpha": config.agent.alpha,
+    }
+    fields.update(values)
+    return Hyper(**{k: jnp.asarray(v, jnp.float32) for k, v in fields.items()})
+
+
+@struct.dataclass
 class TrainState:
+    hyper: Hyper
     params: Params
     target_params: Params
     td_opt_state: Any
@@ -75,7 +107,7 @@ class EpisodeStats(NamedTuple):
     returns: chex.Array  # (E,)
     won: chex.Array  # (E,)
     lengths: chex.Array  # (E,)
-    alpha_hist: chex.Array  # (K,) chosen-alpha counts over filled steps and agents
+    alpha_hist: chex.Array  # (N, K) chosen-alpha counts per agent over filled steps
 
 
 class UpdateStats(NamedTuple):
@@ -94,14 +126,16 @@ class Learner(NamedTuple):
     spec: EnvSpec
     agent: AgentNetwork
     mixer: Any
-    init: Callable[[chex.PRNGKey], TrainState]
+    init: Callable[..., TrainState]
     run_chunk: Callable[[TrainState], tuple[TrainState, dict]]
-    loss: Callable[[Params, Params, Episode, chex.Array], tuple[chex.Array, dict]]
-    rollout: Callable[[Params, chex.PRNGKey, chex.Array, int], tuple[Episode, EpisodeStats]]
+    loss: Callable[..., tuple[chex.Array, dict]]
+    rollout: Callable[..., tuple[Episode, EpisodeStats]]
     train: Callable[[chex.PRNGKey], dict]
     unroll: Callable[[Any, Episode], tuple[chex.Array, chex.Array]]
-    values_and_alpha: Callable[[chex.Array, chex.Array], tuple[chex.Array, chex.Array]]
+    values_and_alpha: Callable[..., tuple[chex.Array, chex.Array]]
     max_chunks: int
+    default_hyper: Callable[[], Hyper]
+    mixed_alpha: bool  # built for a sweep mixing static and learned alpha
 
 
 def agent_input_dim(spec: EnvSpec) -> int:
@@ -125,7 +159,10 @@ def make_learner(config: Config, env: ArrayEnv | None = None) -> Learner:
     n, a_dim, t_len = spec.num_agents, spec.num_actions, spec.episode_limit
     ac, tc = config.agent, config.train
     num_levels = ac.num_risk_levels
-    mode = ac.risk_predictor
+    # A sweep over alpha that includes "learned" runs static and learned points in one
+    # program: the network keeps its predictor and each run selects by Hyper.alpha.
+    mixed_alpha = "learned" in config.sweep.get("agent.alpha", ())
+    mode = "straight_through" if mixed_alpha and ac.risk_predictor == "static" else ac.risk_predictor
     use_qr = tc.use_qr
 
     agent = AgentNetwork(
@@ -134,11 +171,19 @@ def make_learner(config: Config, env: ArrayEnv | None = None) -> Learner:
         hidden_dim=ac.hidden_dim,
         num_risk_levels=num_levels,
         risk_embed_dim=ac.risk_embed_dim or n,
-        use_risk_predictor=config.uses_risk_predictor,
+        use_risk_predictor=config.uses_risk_predictor or mixed_alpha,
     )
     mixer = make_mixer(config.mixer.kind, config.mixer.embed_dim, config.mixer.hypernet_hidden)
-    td_tx = optax.chain(optax.clip_by_global_norm(tc.grad_clip), optax.adam(tc.lr))
-    qr_tx = optax.chain(optax.clip_by_global_norm(tc.grad_clip), optax.adam(tc.qr_lr, eps=tc.qr_eps))
+    # Adam without its learning-rate step: the rate is applied from Hyper (traced, so
+    # sweepable); -lr * update is what optax.adam's final scale computes.
+    td_tx = optax.chain(optax.clip_by_global_norm(tc.grad_clip), optax.scale_by_adam())
+    qr_tx = optax.chain(optax.clip_by_global_norm(tc.grad_clip), optax.scale_by_adam(eps=tc.qr_eps))
+
+    def default_hyper() -> Hyper:
+        return hyper_from_config(config)
+
+    def step_params(params: Params, updates: Any, lr: chex.Array) -> Params:
+        return optax.apply_updates(params, jax.tree.map(lambda u: -lr * u, updates))
     buffer = fbx.make_item_buffer(
         max_length=tc.buffer_size,
         min_length=tc.batch_size,
@@ -147,24 +192,38 @@ def make_learner(config: Config, env: ArrayEnv | None = None) -> Learner:
     )
 
     # --- acting values ------------------------------------------------------------
-    def values_and_alpha(atoms: chex.Array, scores: chex.Array) -> tuple[chex.Array, chex.Array]:
-        """(..., A, M), (..., K) -> values (..., A), alpha (...). A may be any count (e.g. 1)."""
+    def values_and_alpha(
+        atoms: chex.Array, scores: chex.Array, static_alpha: chex.Array | None = None
+    ) -> tuple[chex.Array, chex.Array]:
+        """(..., A, M), (..., K) -> values (..., A), alpha (...). A may be any count (e.g. 1).
+
+        ``static_alpha`` (a traced scalar, default the config's) is the fixed risk level
+        of static-alpha runs; in a mixed sweep, ``LEARNED_ALPHA`` selects the predictor.
+        """
+        static_alpha = jnp.float32(ac.alpha) if static_alpha is None else static_alpha
         lead, num_values = atoms.shape[:-2], atoms.shape[-2]
         flat_atoms = atoms.reshape(-1, *atoms.shape[-2:])
+
+        def static() -> tuple[chex.Array, chex.Array]:
+            values = jax.vmap(jax.vmap(ops.cvar, in_axes=(0, None)), in_axes=(0, None))(flat_atoms, static_alpha)
+            return values.reshape(*lead, num_values), jnp.full(lead, static_alpha, jnp.float32)
+
         if mode == "static":
-            values = jax.vmap(jax.vmap(ops.cvar, in_axes=(0, None)), in_axes=(0, None))(flat_atoms, ac.alpha)
-            alpha = jnp.full(lead, ac.alpha, jnp.float32)
-            return values.reshape(*lead, num_values), alpha
+            return static()
         flat_scores = scores.reshape(-1, num_levels)
         values, level, _ = jax.vmap(ops.risk_sensitive_values, in_axes=(0, 0, None))(
             flat_atoms, flat_scores, mode == "straight_through"
         )
-        alpha = ops.level_to_alpha(level, num_levels)
-        return values.reshape(*lead, num_values), alpha.reshape(lead)
+        learned = values.reshape(*lead, num_values), ops.level_to_alpha(level, num_levels).reshape(lead)
+        if not mixed_alpha:
+            return learned
+        use_static = static_alpha != LEARNED_ALPHA
+        return tree_select(use_static, static(), learned)
 
     def alpha_histogram(alpha: chex.Array, weight: chex.Array) -> chex.Array:
+        """(..., N) chosen alphas and weights -> (N, K) weighted counts per agent and level."""
         bins = ops.alpha_to_level(alpha, num_levels)
-        return jnp.sum(jax.nn.one_hot(bins, num_levels) * weight[..., None], axis=tuple(range(alpha.ndim)))
+        return jnp.sum(jax.nn.one_hot(bins, num_levels) * weight[..., None], axis=tuple(range(alpha.ndim - 1)))
 
     # --- rollout ------------------------------------------------------------------
     class _Carry(NamedTuple):
@@ -176,7 +235,7 @@ def make_learner(config: Config, env: ArrayEnv | None = None) -> Learner:
         done: chex.Array  # ()
         key: chex.PRNGKey
 
-    def run_episode(params: Params, key: chex.PRNGKey, epsilon: chex.Array) -> Episode:
+    def run_episode(params: Params, key: chex.PRNGKey, epsilon: chex.Array, static_alpha: chex.Array) -> Episode:
         reset_key, key = jax.random.split(key)
         env_state, timestep = env.reset(reset_key)
         carry = _Carry(
@@ -196,7 +255,7 @@ def make_learner(config: Config, env: ArrayEnv | None = None) -> Learner:
             agent_carry, out = agent.apply(
                 params.agent, c.agent_carry, inputs, c.prev_inputs, jnp.full((n,), first)
             )
-            values, alpha = values_and_alpha(out.atoms, out.scores)
+            values, alpha = values_and_alpha(out.atoms, out.scores, static_alpha)
             actions = jax.vmap(ops.epsilon_greedy, in_axes=(0, 0, 0, None))(
                 jax.random.split(act_key, n), values, c.timestep.avail, epsilon
             )
@@ -236,9 +295,11 @@ def make_learner(config: Config, env: ArrayEnv | None = None) -> Learner:
         )
         return jax.tree.map(lambda xs, x: jnp.concatenate([xs, x[None]], axis=0), steps, tail)
 
-    def rollout(params: Params, key: chex.PRNGKey, epsilon: chex.Array, num_episodes: int):
-        episodes = jax.vmap(run_episode, in_axes=(None, 0, None))(
-            params, jax.random.split(key, num_episodes), epsilon
+    def rollout(params: Params, key: chex.PRNGKey, epsilon: chex.Array, num_episodes: int,
+                hyper: Hyper | None = None):
+        hyper = default_hyper() if hyper is None else hyper
+        episodes = jax.vmap(run_episode, in_axes=(None, 0, None, None))(
+            params, jax.random.split(key, num_episodes), epsilon, hyper.alpha
         )  # (E, T+1, ...)
         filled = episodes.filled.astype(jnp.float32)
         stats = EpisodeStats(
@@ -276,13 +337,15 @@ def make_learner(config: Config, env: ArrayEnv | None = None) -> Learner:
         expanded = index.reshape(index.shape + (1,) * (values.ndim - index.ndim))
         return jnp.take_along_axis(values, expanded, axis=index.ndim).squeeze(index.ndim)
 
-    def loss_fn(params: Params, target_params: Params, batch: Episode, is_qr: chex.Array):
+    def loss_fn(params: Params, target_params: Params, batch: Episode, is_qr: chex.Array,
+                hyper: Hyper | None = None):
+        hyper = default_hyper() if hyper is None else hyper
         atoms, scores = unroll(params.agent, batch)
         target_atoms, target_scores = unroll(target_params.agent, batch)
 
         def value_of(chosen_atoms: chex.Array, agent_scores: chex.Array) -> chex.Array:
             """CVaR at the agent's chosen alpha of one action's atoms: (..., M), (..., K) -> (...)."""
-            return values_and_alpha(chosen_atoms[..., None, :], agent_scores)[0][..., 0]
+            return values_and_alpha(chosen_atoms[..., None, :], agent_scores, hyper.alpha)[0][..., 0]
 
         # Only the taken action's value carries a gradient and only the greedy next
         # action's target value is used, so CVaR is computed for those alone; every
@@ -291,7 +354,7 @@ def make_learner(config: Config, env: ArrayEnv | None = None) -> Learner:
         predicted = take(atoms[:, :-1], actions)  # (B, T, N, M)
         taken = value_of(predicted, scores[:, :-1])  # (B, T, N)
         next_values, _ = values_and_alpha(
-            jax.lax.stop_gradient(atoms[:, 1:]), jax.lax.stop_gradient(scores[:, 1:])
+            jax.lax.stop_gradient(atoms[:, 1:]), jax.lax.stop_gradient(scores[:, 1:]), hyper.alpha
         )  # (B, T, N, A)
         next_greedy = jax.vmap(jax.vmap(jax.vmap(ops.masked_argmax)))(next_values, batch.avail[:, 1:])
         next_atoms = take(target_atoms[:, 1:], next_greedy)  # double Q: online argmax, target atoms
@@ -301,7 +364,7 @@ def make_learner(config: Config, env: ArrayEnv | None = None) -> Learner:
         c_tot_next = mixer.apply(target_params.mixer, next_target, batch.state[:, 1:])
         reward = batch.reward[:, :-1, None]
         terminated = batch.terminated[:, :-1, None].astype(jnp.float32)
-        y = jax.lax.stop_gradient(ops.td_target(reward, terminated, tc.gamma, c_tot_next))
+        y = jax.lax.stop_gradient(ops.td_target(reward, terminated, hyper.gamma, c_tot_next))
         mask = batch.filled[:, :-1].astype(jnp.float32)  # (B, T)
         denominator = jnp.maximum(jnp.sum(mask), 1.0)
         td_error = (c_tot - y) * mask[..., None]
@@ -311,7 +374,7 @@ def make_learner(config: Config, env: ArrayEnv | None = None) -> Learner:
             return td_loss, aux
 
         qr_target = jax.lax.stop_gradient(
-            taken[..., None] + tc.gamma * (1.0 - terminated[..., None]) * next_atoms
+            taken[..., None] + hyper.gamma * (1.0 - terminated[..., None]) * next_atoms
         )
         per_agent = jax.vmap(jax.vmap(jax.vmap(ops.quantile_huber_loss)))(predicted, qr_target)  # (B, T, N)
         qr_loss = jnp.sum(per_agent * mask[..., None]) / (denominator * n)
@@ -327,17 +390,17 @@ def make_learner(config: Config, env: ArrayEnv | None = None) -> Learner:
             & (state.t_env - state.last_qr_t_env >= tc.qr_interval)
         )
         (_, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params, state.target_params, batch, is_qr
+            state.params, state.target_params, batch, is_qr, state.hyper
         )
         do_td = can_learn & ~is_qr
         do_qr = can_learn & is_qr
 
         td_updates, td_opt_state = td_tx.update(grads, state.td_opt_state, state.params)
-        params = tree_select(do_td, optax.apply_updates(state.params, td_updates), state.params)
+        params = tree_select(do_td, step_params(state.params, td_updates, state.hyper.lr), state.params)
         qr_opt_state = state.qr_opt_state
         if use_qr:
             qr_updates, new_qr_opt_state = qr_tx.update(grads, state.qr_opt_state, state.params)
-            params = tree_select(do_qr, optax.apply_updates(state.params, qr_updates), params)
+            params = tree_select(do_qr, step_params(state.params, qr_updates, state.hyper.qr_lr), params)
             qr_opt_state = tree_select(do_qr, new_qr_opt_state, state.qr_opt_state)
         state = state.replace(
             params=params,
@@ -355,13 +418,13 @@ def make_learner(config: Config, env: ArrayEnv | None = None) -> Learner:
         )
         return state, stats
 
-    def epsilon_at(t_env: chex.Array) -> chex.Array:
-        return ops.linear_schedule(tc.epsilon_start, tc.epsilon_finish, tc.epsilon_anneal_steps, t_env)
+    def epsilon_at(hyper: Hyper, t_env: chex.Array) -> chex.Array:
+        return ops.linear_schedule(tc.epsilon_start, hyper.epsilon_finish, hyper.epsilon_anneal_steps, t_env)
 
     def iteration(state: TrainState, _: None) -> tuple[TrainState, dict]:
         key, rollout_key, update_key = jax.random.split(state.key, 3)
-        epsilon = epsilon_at(state.t_env)
-        episodes, ep_stats = rollout(state.params, rollout_key, epsilon, tc.num_envs)
+        epsilon = epsilon_at(state.hyper, state.t_env)
+        episodes, ep_stats = rollout(state.params, rollout_key, epsilon, tc.num_envs, state.hyper)
         state = state.replace(
             key=key,
             buffer_state=buffer.add(state.buffer_state, episodes),
@@ -384,7 +447,9 @@ def make_learner(config: Config, env: ArrayEnv | None = None) -> Learner:
         }
         return state, metrics
 
-    def init(rng: chex.PRNGKey) -> TrainState:
+    def init(rng: chex.PRNGKey, hyper: Hyper | None = None) -> TrainState:
+        """A fresh state for one run; ``hyper`` (default: the config's) is carried in it."""
+        hyper = default_hyper() if hyper is None else hyper
         agent_key, mixer_key, key = jax.random.split(rng, 3)
         input_dim = agent_input_dim(spec)
         agent_params = agent.init(
@@ -396,9 +461,10 @@ def make_learner(config: Config, env: ArrayEnv | None = None) -> Learner:
         )
         mixer_params = mixer.init(mixer_key, jnp.zeros((n,)), jnp.zeros((spec.state_dim,)))
         params = Params(agent=agent_params, mixer=mixer_params)
-        example = jax.tree.map(lambda x: x[0], rollout(params, key, jnp.float32(1.0), 1)[0])
+        example = jax.tree.map(lambda x: x[0], rollout(params, key, jnp.float32(1.0), 1, hyper)[0])
         zero = jnp.int32(0)
         return TrainState(
+            hyper=hyper,
             params=params,
             target_params=params,
             td_opt_state=td_tx.init(params),
@@ -413,8 +479,8 @@ def make_learner(config: Config, env: ArrayEnv | None = None) -> Learner:
             chunks=zero,
         )
 
-    def evaluate(params: Params, key: chex.PRNGKey) -> dict:
-        _, stats = rollout(params, key, jnp.float32(0.0), tc.test_episodes)
+    def evaluate(params: Params, key: chex.PRNGKey, hyper: Hyper) -> dict:
+        _, stats = rollout(params, key, jnp.float32(0.0), tc.test_episodes, hyper)
         return {
             "test_return": jnp.mean(stats.returns),
             "test_won": jnp.mean(stats.won.astype(jnp.float32)),
@@ -444,15 +510,16 @@ def make_learner(config: Config, env: ArrayEnv | None = None) -> Learner:
             "qr_updates": jnp.sum(it["qr_count"]),
             "grad_norm": _ratio(it["grad_norm_sum"], it["td_count"] + it["qr_count"]),
             "alpha_hist": jnp.sum(it["alpha_hist"], axis=0),
-            **evaluate(new_state.params, eval_key),
+            "lr": new_state.hyper.lr,
+            **evaluate(new_state.params, eval_key, new_state.hyper),
         }
         return new_state, metrics
 
     max_chunks = math.ceil(tc.t_max / (tc.iterations_per_eval * tc.num_envs)) + 1
 
-    def train(rng: chex.PRNGKey) -> dict:
+    def train(rng: chex.PRNGKey, hyper: Hyper | None = None) -> dict:
         """Pure: init, then chunks until t_env >= t_max. Metrics rows past ``num_chunks`` are zero."""
-        state = init(rng)
+        state = init(rng, hyper)
         _, example = jax.eval_shape(run_chunk, state)
         history = jax.tree.map(lambda s: jnp.zeros((max_chunks, *s.shape), s.dtype), example)
 
@@ -484,6 +551,8 @@ def make_learner(config: Config, env: ArrayEnv | None = None) -> Learner:
         unroll=unroll,
         values_and_alpha=values_and_alpha,
         max_chunks=max_chunks,
+        default_hyper=default_hyper,
+        mixed_alpha=mixed_alpha,
     )
 
 

@@ -268,7 +268,7 @@ def epsilon_greedy(
     return jnp.where(explore, random_action, greedy)
 
 
-def linear_schedule(start: float, finish: float, duration: float, t: chex.Numeric) -> chex.Array:
-    """Linear anneal from ``start`` to ``finish`` over ``duration`` steps, then constant."""
-    fraction = jnp.clip(jnp.asarray(t, jnp.float32) / max(duration, 1.0), 0.0, 1.0)
+def linear_schedule(start: chex.Numeric, finish: chex.Numeric, duration: chex.Numeric, t: chex.Numeric) -> chex.Array:
+    """Linear anneal from ``start`` to ``finish`` over ``duration`` steps, then constant (all may be traced)."""
+    fraction = jnp.clip(jnp.asarray(t, jnp.float32) / jnp.maximum(jnp.asarray(duration, jnp.float32), 1.0), 0.0, 1.0)
     return start + fraction * (finish - start)

@@ -49,23 +49,47 @@ def write_config(run_dir: Path, config: Config) -> None:
     _atomic_write(run_dir / CONFIG_FILE, yaml.safe_dump(config.to_dict(), sort_keys=False))
 
 
-def metric_rows(chunk_metrics: dict[str, np.ndarray], chunk: int) -> list[dict[str, Any]]:
-    """One row per seed from a chunk's metrics (arrays with a leading seed axis)."""
-    num_seeds = len(chunk_metrics["t_env"])
+def metric_rows(
+    chunk_metrics: dict[str, np.ndarray], chunk: int, num_seeds: int | None = None,
+    points: Sequence[dict[str, Any]] = ({},),
+) -> list[dict[str, Any]]:
+    """One row per run from a chunk's metrics (arrays with a leading run axis).
+
+    Run ``r`` is seed ``r % num_seeds`` of sweep point ``r // num_seeds``; a row holds
+    ``run``, ``seed``, ``point`` and, in a sweep, that point's values under ``sweep``.
+    """
+    num_runs = len(chunk_metrics["t_env"])
+    num_seeds = num_runs if num_seeds is None else num_seeds
     rows = []
-    for seed in range(num_seeds):
-        row: dict[str, Any] = {"seed": seed, "chunk": chunk}
+    for run in range(num_runs):
+        point = run // num_seeds
+        row: dict[str, Any] = {"run": run, "seed": run % num_seeds, "point": point, "chunk": chunk}
+        if points[point]:
+            row["sweep"] = dict(points[point])
         for key, value in chunk_metrics.items():
-            v = np.asarray(value[seed])
+            v = np.asarray(value[run])
             row[key] = v.tolist() if v.ndim else (None if np.isnan(v) else v.item())
         rows.append(row)
     return rows
+
+
+def rows_by_point(rows: Sequence[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
+    """Metric rows grouped by sweep point (one group, point 0, without a sweep)."""
+    groups: dict[int, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(row.get("point", 0), []).append(row)
+    return dict(sorted(groups.items()))
 
 
 def append_metrics(run_dir: Path, rows: Sequence[dict[str, Any]]) -> None:
     with open(run_dir / METRICS_FILE, "a") as f:
         for row in rows:
             f.write(json.dumps(row) + "\n")
+
+
+def rewrite_metrics(run_dir: Path, rows: Sequence[dict[str, Any]]) -> None:
+    """Replace metrics.jsonl by ``rows`` in one atomic step (used when a resume drops rows past its checkpoint)."""
+    _atomic_write(run_dir / METRICS_FILE, "".join(json.dumps(row) + "\n" for row in rows))
 
 
 def load_metrics(run_dir: Path | str) -> list[dict[str, Any]]:
@@ -150,12 +174,24 @@ def plot_learning_curves(
 
 
 def save_params(run_dir: Path, params: Any) -> Path:
-    """Final parameters of every seed (leading seed axis) with orbax."""
+    """Final parameters of every run (leading run axis) with orbax; replaces older ones only when complete."""
+    import shutil
+
     import orbax.checkpoint as ocp
 
     path = (run_dir / PARAMS_DIR).resolve()
+    fresh = path.with_name(f".{PARAMS_DIR}.new")
+    shutil.rmtree(fresh, ignore_errors=True)
     with ocp.StandardCheckpointer() as checkpointer:
-        checkpointer.save(path, params)
+        checkpointer.save(fresh, params)
+    if path.exists():
+        old = path.with_name(f".{PARAMS_DIR}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(path, old)
+        os.replace(fresh, path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(fresh, path)
     return path
 
 

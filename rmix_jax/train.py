@@ -1,83 +1,131 @@
 """Command-line training: ``python -m rmix_jax.train [key=value ...]`` (``rmix-train``).
 
-Runs ``num_seeds`` seeds as one vmapped, jitted program, in chunks of
-``train.iterations_per_eval`` iterations each ending with a greedy evaluation;
-between chunks Python only shows progress and appends metrics. Writes
-``results/<run>/``: config.yaml, metrics.jsonl, learning_curve.png, params/
-(orbax), summary.json, and prints a summary table.
+Runs ``num_seeds`` seeds (times the sweep grid, if any) as one vmapped, jitted
+program sharded over the local devices, in chunks of ``train.iterations_per_eval``
+iterations each ending with a greedy evaluation; between chunks Python only shows
+progress, appends metrics, logs to wandb and saves checkpoints. Writes
+``results/<run>/``: config.yaml, metrics.jsonl, checkpoints/ (the whole training
+state, for ``resume=<run dir>``), learning_curve.png, params/ (orbax),
+summary.json, wandb/ (unless disabled), and prints a summary table.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
-import jax
 import numpy as np
 
 from rmix_jax import results
-from rmix_jax.config import Config, ConfigError, load_config
-from rmix_jax.learner import make_learner
+from rmix_jax.checkpoint import Checkpointer, ResumeError, check_resume_changes, restore
+from rmix_jax.config import Config, ConfigError, config_from_dict, load_config
 
-USAGE = """usage: rmix-train [key=value ...]
+USAGE = """usage: rmix-train [key=value ...]          rmix-train resume=<run dir> [train.t_max=...]
   method=rmix|rmix_static|rmix_frozen|qmix|vdn|iql|rdn   env=macn_7x4|macn_12x4|macn_7x4_low_risk|smax
   env=smax env.map=3m|5m_vs_6m|8m_vs_9m|...  (any SMAX map; an unknown one lists them all)
-  num_seeds=8 seed=0 train.t_max=50000 agent.num_atoms=10 agent.alpha=0.3 ...  (see configs/default.yaml)"""
+  seeds=8 seed=0 train.t_max=50000 agent.num_atoms=10 agent.alpha=0.3 ...  (see configs/default.yaml)
+  sweep.agent.alpha=[0.1,0.3,0.5,0.7,1.0,learned] sweep.train.lr=[1e-4,5e-4]  (grid x seeds, one program)
+  wandb.mode=auto|online|offline|disabled   checkpoint.every_chunks=10"""
+
+WANDB_ID_FILE = "wandb_id"
 
 
-def run(config: Config, progress: bool = True) -> tuple[Path, list[dict[str, Any]]]:
-    """Train every seed of ``config``; return the run directory and its metric rows."""
+def run(
+    config: Config, progress: bool = True, resume_dir: Path | str | None = None, stop_after: int | None = None,
+) -> tuple[Path, list[dict[str, Any]]]:
+    """Train every run of ``config`` (or continue ``resume_dir``); return the run directory and metric rows.
+
+    ``stop_after`` ends the session after that many chunks (a checkpoint is saved
+    there, so ``resume`` continues it); the run is then unfinished: no params/ or summary.
+    """
+    import jax
     from tqdm import tqdm
 
-    run_dir = results.new_run_dir(config, time.strftime("%Y%m%d-%H%M%S"))
-    results.write_config(run_dir, config)
-    learner = make_learner(config)
-    keys = jax.random.split(jax.random.PRNGKey(config.seed), config.num_seeds)
+    from rmix_jax import experiment
+    from rmix_jax.tracking import Tracker
+
+    exp = experiment.make_experiment(config)
+    meta = {"num_runs": exp.num_runs, "env_spec": dataclasses.asdict(exp.learner.spec)}
     started = time.time()
-    state = jax.jit(jax.vmap(learner.init))(keys)
-    run_chunk = jax.jit(jax.vmap(learner.run_chunk), donate_argnums=0)
+    if resume_dir is None:
+        run_dir = results.new_run_dir(config, time.strftime("%Y%m%d-%H%M%S"))
+        results.write_config(run_dir, config)
+        state = experiment.init_state(exp)
+        rows: list[dict[str, Any]] = []
+        chunk, wandb_id = 0, None
+    else:
+        run_dir = Path(resume_dir)
+        state, saved = restore(run_dir, experiment.abstract_state(exp), meta)
+        check_resume_changes(config_from_dict(saved["config"]), config)
+        chunk = int(saved["chunks"])
+        # Only now that the checkpoint is known good is anything on disk changed.
+        rows = [r for r in results.load_metrics(run_dir) if r["chunk"] < chunk]
+        results.rewrite_metrics(run_dir, rows)
+        results.write_config(run_dir, config)
+        wandb_id = saved.get("wandb_id")
+        print(f"resumed {run_dir} at chunk {chunk} ({int(np.min(jax.device_get(state.t_env)))} env steps per run)")
 
-    rows: list[dict[str, Any]] = []
+    tracker = Tracker(config, run_dir, [exp.point_label(p) for p in range(len(exp.points))], wandb_id)
+    meta = {**meta, "config": config.to_dict(), "wandb_id": tracker.run_id}
+    checkpointer = Checkpointer(run_dir, config)
+    run_chunk = exp.chunk_fn
     t_max = config.train.t_max
-    bar = tqdm(total=t_max, unit="step", disable=not progress, desc=f"{config.method} x{config.num_seeds}")
-    chunk = 0
-    while True:
-        state, metrics = run_chunk(state)
-        metrics = jax.device_get(metrics)
-        new_rows = results.metric_rows(metrics, chunk)
-        results.append_metrics(run_dir, new_rows)
-        rows.extend(new_rows)
-        chunk += 1
-        done_steps = int(np.min(metrics["t_env"]))
-        bar.update(min(done_steps, t_max) - bar.n)
-        bar.set_postfix(test_return=f"{np.mean(metrics['test_return']):.1f}", eps=f"{np.mean(metrics['epsilon']):.2f}")
-        if done_steps >= t_max:
-            break
-    bar.close()
+    done_steps = int(np.min(jax.device_get(state.t_env)))
+    bar = tqdm(total=t_max, initial=min(done_steps, t_max), unit="step", disable=not progress,
+               desc=f"{config.method} x{exp.num_runs}")
+    try:
+        while done_steps < t_max:
+            state, metrics = run_chunk(state)
+            metrics = experiment.to_host(metrics)
+            new_rows = results.metric_rows(metrics, chunk, exp.num_seeds, exp.points)
+            results.append_metrics(run_dir, new_rows)
+            rows.extend(new_rows)
+            tracker.log_chunk(metrics, chunk)
+            chunk += 1
+            done_steps = int(np.min(metrics["t_env"]))
+            stopping = stop_after is not None and chunk >= stop_after
+            if checkpointer.due(chunk) or done_steps >= t_max or stopping:
+                checkpointer.save(chunk, state, meta)
+            if stopping:
+                break
+            bar.update(min(done_steps, t_max) - bar.n)
+            bar.set_postfix(test_return=f"{np.mean(metrics['test_return']):.1f}", eps=f"{np.mean(metrics['epsilon']):.2f}")
+    finally:
+        bar.close()
+        checkpointer.close()
     wall = time.time() - started
+    if done_steps < t_max:
+        tracker.finish()
+        print(f"stopped after chunk {chunk}; continue with: rmix-train resume={run_dir}")
+        return run_dir, rows
 
-    results.save_params(run_dir, jax.device_get(state.params))
-    optimum = results.optimal_return(config)
-    results.plot_learning_curves(
-        {config.method: rows}, run_dir / "learning_curve.png",
-        title=f"{config.method} on {config.env_preset}", optimum=optimum,
-    )
-    summary = summarize(config, rows, wall)
+    results.save_params(run_dir, experiment.to_host(state.params))
+    summary = summarize(config, rows, wall, exp.points)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    labels = {p: exp.point_label(p) or config.method for p in range(len(exp.points))}
+    results.plot_learning_curves(
+        {labels[p]: point_rows for p, point_rows in results.rows_by_point(rows).items()},
+        run_dir / "learning_curve.png", title=f"{config.method} on {config.env_preset}",
+        optimum=results.optimal_return(config),
+    )
+    tracker.finish({"wall_seconds": summary["wall_seconds"]})
     print_summary(summary, run_dir)
     return run_dir, rows
 
 
-def summarize(config: Config, rows: Sequence[dict[str, Any]], wall_seconds: float) -> dict[str, Any]:
+def summarize_point(config: Config, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Per-seed and aggregate figures of one sweep point (the whole run without a sweep)."""
     optimum = results.optimal_return(config)
     per_seed = []
     test = results.curves(rows, "test_return")
     for seed, (xs, ys) in sorted(test.items()):
         last = [r for r in rows if r["seed"] == seed and r["active"]][-1]
         hist = np.asarray(last["test_alpha_hist"], float)
+        hist = hist.reshape(-1, hist.shape[-1]).sum(axis=0)  # over agents
         levels = (np.arange(len(hist)) + 1) / len(hist)
         per_seed.append({
             "seed": seed,
@@ -89,31 +137,101 @@ def summarize(config: Config, rows: Sequence[dict[str, Any]], wall_seconds: floa
             "final_mean_alpha": float((hist * levels).sum() / max(hist.sum(), 1.0)),
         })
     reached = [s for s in per_seed if s["steps_to_optimum"] is not None]
+    finals = np.asarray([s["final_test_return"] for s in per_seed])
     return {
-        "method": config.method,
-        "env": config.env_preset,
-        "num_seeds": config.num_seeds,
-        "optimal_return": optimum,
+        "final_test_return_mean": float(finals.mean()),
+        "final_test_return_std": float(finals.std()),
+        "final_test_won_mean": float(np.mean([s["final_test_won"] for s in per_seed])),
         "seeds_at_optimum_finally": sum(optimum is not None and abs(s["final_test_return"] - optimum) < 1e-3 for s in per_seed),
         "seeds_reaching_optimum": len(reached),
         "median_steps_to_optimum": float(np.median([s["steps_to_optimum"] for s in reached])) if reached else None,
-        "wall_seconds": round(wall_seconds, 1),
         "seeds": per_seed,
     }
 
 
+def summarize(config: Config, rows: Sequence[dict[str, Any]], wall_seconds: float,
+              points: Sequence[dict[str, Any]] = ({},)) -> dict[str, Any]:
+    """The run's summary: per point (a sweep) or, without a sweep, the single point's figures at top level."""
+    by_point = results.rows_by_point(rows)
+    per_point = [{"point": p, "values": dict(points[p]), **summarize_point(config, by_point[p])} for p in by_point]
+    summary: dict[str, Any] = {
+        "method": config.method,
+        "env": config.env_preset,
+        "num_seeds": config.num_seeds,
+        "optimal_return": results.optimal_return(config),
+        "wall_seconds": round(wall_seconds, 1),
+    }
+    if len(points) == 1 and not points[0]:
+        return {**summary, **{k: v for k, v in per_point[0].items() if k not in ("point", "values")}}
+    return {**summary, "points": per_point}
+
+
 def print_summary(summary: dict[str, Any], run_dir: Path) -> None:
     print(f"\n{summary['method']} on {summary['env']}: {summary['num_seeds']} seeds, {summary['wall_seconds']} s")
-    print(f"{'seed':>4} {'env steps':>10} {'final return':>13} {'best return':>12} {'won':>5} {'steps to opt':>13} {'mean alpha':>11}")
-    for s in summary["seeds"]:
-        steps = "-" if s["steps_to_optimum"] is None else f"{s['steps_to_optimum']:.0f}"
-        print(f"{s['seed']:>4} {s['env_steps']:>10} {s['final_test_return']:>13.2f} {s['best_test_return']:>12.2f} "
-              f"{s['final_test_won']:>5.2f} {steps:>13} {s['final_mean_alpha']:>11.2f}")
-    if summary["optimal_return"] is not None:
-        print(f"optimum {summary['optimal_return']:g}: {summary['seeds_at_optimum_finally']}/{summary['num_seeds']} seeds "
-              f"there at the end, {summary['seeds_reaching_optimum']} reached it; median steps to it "
-              f"{summary['median_steps_to_optimum']}")
+    if "points" in summary:
+        print_sweep_table(summary)
+    else:
+        print(f"{'seed':>4} {'env steps':>10} {'final return':>13} {'best return':>12} {'won':>5} {'steps to opt':>13} {'mean alpha':>11}")
+        for s in summary["seeds"]:
+            steps = "-" if s["steps_to_optimum"] is None else f"{s['steps_to_optimum']:.0f}"
+            print(f"{s['seed']:>4} {s['env_steps']:>10} {s['final_test_return']:>13.2f} {s['best_test_return']:>12.2f} "
+                  f"{s['final_test_won']:>5.2f} {steps:>13} {s['final_mean_alpha']:>11.2f}")
+        if summary["optimal_return"] is not None:
+            print(f"optimum {summary['optimal_return']:g}: {summary['seeds_at_optimum_finally']}/{summary['num_seeds']} seeds "
+                  f"there at the end, {summary['seeds_reaching_optimum']} reached it; median steps to it "
+                  f"{summary['median_steps_to_optimum']}")
     print(f"results: {run_dir}")
+
+
+def print_sweep_table(summary: dict[str, Any]) -> None:
+    """One line per sweep point: final greedy return and win rate over seeds, steps to the optimum."""
+    header = f"{'point':<40} {'final return':>16} {'won':>5} {'reached opt':>11} {'median steps':>12} {'mean alpha':>10}"
+    print(header)
+    for p in summary["points"]:
+        label = ",".join(f"{k}={v}" for k, v in p["values"].items())
+        steps = "-" if p["median_steps_to_optimum"] is None else f"{p['median_steps_to_optimum']:.0f}"
+        alpha = np.mean([s["final_mean_alpha"] for s in p["seeds"]])
+        print(f"{label:<40} {p['final_test_return_mean']:>8.2f} +- {p['final_test_return_std']:<5.2f} "
+              f"{p['final_test_won_mean']:>5.2f} {p['seeds_reaching_optimum']:>5}/{len(p['seeds']):<5} {steps:>12} {alpha:>10.2f}")
+
+
+def split_resume(args: Sequence[str]) -> tuple[str | None, list[str]]:
+    """``resume=<dir>`` out of the arguments, and the rest."""
+    resume = [a.split("=", 1)[1] for a in args if a.startswith("resume=")]
+    if len(resume) > 1:
+        raise ConfigError("config error: resume= given more than once; pass one run directory")
+    return (resume[0] if resume else None), [a for a in args if not a.startswith("resume=")]
+
+
+def resume_config(run_dir: str, overrides: Sequence[str]) -> Config:
+    """The saved config of ``run_dir`` with ``overrides`` on top (only budget/logging keys may change)."""
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise ResumeError(f"resume error: {path} does not exist; pass a run directory written by rmix-train")
+    try:
+        saved = results.load_run_config(path)
+    except FileNotFoundError as err:
+        raise ResumeError(f"resume error: {err}") from None
+    config = saved
+    if overrides:
+        config = load_config([f"method={saved.method}", f"env={saved.env_preset}", *_as_overrides(saved), *overrides])
+    check_resume_changes(saved, config)
+    return config
+
+
+def _as_overrides(config: Config) -> list[str]:
+    """Every value of a config as key=value overrides (so a saved config can take more overrides)."""
+    out: list[str] = []
+
+    def walk(data: dict[str, Any], prefix: str) -> None:
+        for key, value in data.items():
+            if isinstance(value, dict) and key != "sweep":
+                walk(value, f"{prefix}{key}.")
+            elif key not in ("method", "env_preset"):
+                out.append(f"{prefix}{key}={json.dumps(value)}")
+
+    walk(config.to_dict(), "")
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -122,11 +240,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(USAGE)
         return 0
     try:
-        config = load_config(args)
-    except ConfigError as err:
+        resume, overrides = split_resume(args)
+        config = resume_config(resume, overrides) if resume else load_config(overrides)
+        run(config, resume_dir=resume)
+    except (ConfigError, ResumeError) as err:
         print(str(err), file=sys.stderr)
         return 2
-    run(config)
     return 0
 
 

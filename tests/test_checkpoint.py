@@ -1,0 +1,163 @@
+"""Checkpoints: exact resume, a save killed by SIGKILL, and resume errors that change nothing on disk."""
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from rmix_jax import checkpoint, results
+from rmix_jax.config import load_config
+from rmix_jax.train import main, resume_config, run
+
+ROOT = Path(__file__).resolve().parents[1]
+# RMIX with QR updates from the start, so both optimiser states and the QR schedule are exercised.
+TINY = ["num_seeds=2", "train.t_max=200", "train.iterations_per_eval=2", "train.buffer_size=16",
+        "train.batch_size=4", "agent.hidden_dim=8", "train.start_to_update_qr=0", "train.qr_interval=100",
+        "checkpoint.every_chunks=1", "wandb.mode=disabled"]
+
+
+def snapshot(root: Path) -> dict:
+    """Every file under root with its size and modification time."""
+    return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
+
+
+def assert_same_runs(dir_a: Path, dir_b: Path) -> None:
+    rows_a, rows_b = results.load_metrics(dir_a), results.load_metrics(dir_b)
+    assert len(rows_a) == len(rows_b) > 0
+    assert rows_a == rows_b  # every metric of every chunk, bit for bit
+    params_a, params_b = results.load_params(dir_a), results.load_params(dir_b)
+    for a, b in zip(jax.tree.leaves(params_a), jax.tree.leaves(params_b), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    root = tmp_path_factory.mktemp("full")
+    run_dir, rows = run(load_config(TINY + [f"results_dir={root}", "run_name=full"]), progress=False)
+    assert max(r["chunk"] for r in rows) >= 3  # enough chunks that stopping at 2 is mid-run
+    return run_dir
+
+
+def test_resume_equals_uninterrupted_run_bit_for_bit(tmp_path, uninterrupted):
+    config = load_config(TINY + [f"results_dir={tmp_path}", "run_name=part"])
+    run_dir, rows = run(config, progress=False, stop_after=2)
+    assert max(r["chunk"] for r in rows) == 1 and not (run_dir / results.PARAMS_DIR).exists()
+    assert checkpoint.latest_step(run_dir) == 2
+    run(resume_config(str(run_dir), []), progress=False, resume_dir=run_dir)
+    assert_same_runs(uninterrupted, run_dir)
+
+
+def test_resume_drops_metrics_written_after_the_checkpoint(tmp_path, uninterrupted):
+    config = load_config(TINY + [f"results_dir={tmp_path}", "run_name=part", "checkpoint.every_chunks=2"])
+    run_dir, _ = run(config, progress=False, stop_after=3)  # saves at 2 (schedule) and 3 (stop)
+    shutil.rmtree(run_dir / checkpoint.CHECKPOINT_DIR / "3")  # as if killed before the stop's save
+    assert max(r["chunk"] for r in results.load_metrics(run_dir)) == 2  # a row past the checkpoint
+    run(resume_config(str(run_dir), []), progress=False, resume_dir=run_dir)
+    assert_same_runs(uninterrupted, run_dir)
+
+
+KILL_DURING_SAVE = textwrap.dedent("""
+    import os, signal, sys
+    from orbax.checkpoint._src.path import atomicity
+    from rmix_jax.config import load_config
+    from rmix_jax.train import run
+
+    finalize = atomicity.AtomicRenameTemporaryPath.finalize
+
+    async def finalize_or_die(self, *args, **kwargs):
+        if os.path.basename(str(self._final_path)) == "2":  # step 2 is written, not yet committed: die
+            os.kill(os.getpid(), signal.SIGKILL)
+        return await finalize(self, *args, **kwargs)
+
+    atomicity.AtomicRenameTemporaryPath.finalize = finalize_or_die
+    run(load_config(sys.argv[1:]), progress=False)
+""")
+
+
+def test_kill_during_save_resumes_from_previous_checkpoint(tmp_path, uninterrupted):
+    args = TINY + [f"results_dir={tmp_path}", "run_name=killed"]
+    done = subprocess.run([sys.executable, "-c", KILL_DURING_SAVE, *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == -9, done.stderr[-2000:]
+    run_dir = tmp_path / "killed"
+    leftovers = [p.name for p in (run_dir / checkpoint.CHECKPOINT_DIR).iterdir() if "tmp" in p.name]
+    assert leftovers, "the killed save should have left its unfinished temporary directory"
+    assert checkpoint.latest_step(run_dir) == 1
+    run(resume_config(str(run_dir), []), progress=False, resume_dir=run_dir)
+    assert not [p for p in (run_dir / checkpoint.CHECKPOINT_DIR).iterdir() if "tmp" in p.name]
+    assert_same_runs(uninterrupted, run_dir)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["env.map=5m_vs_6m"], "different env.map"),
+    (["env=macn_12x4"], "different env"),
+    (["train.lr=0.001"], "different train.lr"),
+    (["method=qmix"], "different"),
+])
+def test_resume_with_a_changed_run_is_refused_and_changes_nothing(uninterrupted, capsys, extra, message):
+    before = snapshot(uninterrupted)
+    assert main([f"resume={uninterrupted}", *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert snapshot(uninterrupted) == before
+
+
+def test_resume_errors_are_one_line_and_change_nothing(tmp_path, uninterrupted, capsys):
+    copy = tmp_path / "copy"
+    shutil.copytree(uninterrupted, copy)
+    # a corrupt checkpoint: the newest step's array data replaced by garbage
+    newest = copy / checkpoint.CHECKPOINT_DIR / str(checkpoint.latest_step(copy))
+    for path in (newest / "state").rglob("*"):
+        if path.is_file() and path.suffix not in (".json",) and "metadata" not in path.name:
+            path.write_bytes(b"not a checkpoint")
+    no_ckpt = tmp_path / "no_ckpt"
+    no_ckpt.mkdir()
+    shutil.copy(uninterrupted / results.CONFIG_FILE, no_ckpt / results.CONFIG_FILE)
+    cases = [
+        (tmp_path / "missing", "does not exist"),
+        (no_ckpt, "no checkpoints/"),
+        (copy, "cannot be read"),
+    ]
+    for target, message in cases:
+        before = snapshot(tmp_path)
+        assert main([f"resume={target}", "train.t_max=2000"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err
+        assert snapshot(tmp_path) == before
+
+
+def test_checkpoint_of_another_config_is_refused(tmp_path, uninterrupted):
+    """A checkpoint copied into a run of another environment is caught by what it was written for."""
+    other = load_config(TINY + [f"results_dir={tmp_path}", "run_name=other", "env=macn_12x4"])
+    run_dir = results.new_run_dir(other, "")
+    results.write_config(run_dir, other)
+    shutil.copytree(uninterrupted / checkpoint.CHECKPOINT_DIR, run_dir / checkpoint.CHECKPOINT_DIR)
+    before = snapshot(run_dir)
+    with pytest.raises(checkpoint.ResumeError, match="written for env_spec"):
+        run(resume_config(str(run_dir), []), progress=False, resume_dir=run_dir)
+    assert snapshot(run_dir) == before
+
+
+def test_bad_values_give_one_line_errors_and_write_nothing(tmp_path, capsys):
+    cases = [
+        (["method=dqn"], "method="),
+        (["env=smax", "env.map=9z_vs_1m"], "env.map="),
+        (["agent.alpha=0"], "agent.alpha="),
+        (["agent.alpha=1.5"], "agent.alpha="),
+        (["agent.num_atoms=0"], "agent.num_atoms="),
+        (["seeds=-1"], "num_seeds="),
+        (["seed=-3"], "seed="),
+        (["sweep.agent.alpha=[0.1,2.0]"], "sweep.agent.alpha"),
+        (["sweep.agent.num_atoms=[1,5]"], "not sweepable"),
+    ]
+    for overrides, message in cases:
+        assert main([*overrides, f"results_dir={tmp_path}"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err
+    assert not any(tmp_path.iterdir())

@@ -1,0 +1,148 @@
+"""Many runs as one program: sweeps of traced hyperparameters, wandb offline logging, device sharding."""
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from rmix_jax import experiment, results, tracking
+from rmix_jax.config import ConfigError, load_config
+from rmix_jax.train import run
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["train.iterations_per_eval=2", "train.buffer_size=16", "train.batch_size=4", "agent.hidden_dim=8",
+        "train.test_episodes=2", "wandb.mode=disabled"]
+
+
+def test_sweep_grid_and_run_layout():
+    config = load_config(TINY + ["method=rmix_static", "num_seeds=3", "sweep.agent.alpha=[0.2,learned]",
+                                 "sweep.train.lr=[0,0.001]"])
+    assert config.sweep_points() == [
+        {"agent.alpha": 0.2, "train.lr": 0}, {"agent.alpha": 0.2, "train.lr": 0.001},
+        {"agent.alpha": "learned", "train.lr": 0}, {"agent.alpha": "learned", "train.lr": 0.001},
+    ]
+    exp = experiment.make_experiment(config)
+    assert exp.num_runs == 12 and exp.learner.mixed_alpha
+    keys, hyper = experiment.run_inputs(exp)
+    # run r = seed r % 3 of point r // 3; every point uses the same three seed keys
+    np.testing.assert_array_equal(keys[:3], keys[9:])
+    assert len({tuple(k) for k in keys}) == 3
+    np.testing.assert_allclose(hyper.alpha, [0.2] * 6 + [0.0] * 6)
+    np.testing.assert_allclose(hyper.lr, ([0.0] * 3 + [0.001] * 3) * 2, rtol=1e-6)
+    np.testing.assert_allclose(hyper.epsilon_anneal_steps, config.train.epsilon_anneal_steps)
+    with pytest.raises(ConfigError, match="sweep.agent.alpha"):
+        load_config(["method=rmix", "sweep.agent.alpha=[0.3]"])  # a numeric alpha needs rmix_static
+    with pytest.raises(ConfigError, match="sweep.train.lr"):
+        load_config(["sweep.train.lr=0.001"])  # not a list
+
+
+def test_swept_values_act_in_one_program(tmp_path):
+    """One program of 2 x 2 points: lr = 0 leaves the TD-trained parameters at their init, a
+    static alpha is the only level acted on, and epsilon follows each point's anneal length."""
+    config = load_config(TINY + [
+        "method=rmix_static", "num_seeds=1", "train.t_max=150", "train.use_qr=false",
+        "sweep.agent.alpha=[0.2,learned]", "sweep.train.lr=[0,0.001]", f"results_dir={tmp_path}", "run_name=sweep",
+        "train.epsilon_anneal_steps=100",
+    ])
+    run_dir, rows = run(config, progress=False)
+    by_point = results.rows_by_point(rows)
+    assert sorted(by_point) == [0, 1, 2, 3]
+    assert by_point[2][0]["sweep"] == {"agent.alpha": "learned", "train.lr": 0}
+    params = results.load_params(run_dir)
+    exp = experiment.make_experiment(config)
+    initial = experiment.to_host(experiment.init_state(exp).params)
+    for run_index, lr in enumerate([0, 0.001, 0, 0.001]):
+        same = all(np.array_equal(a[run_index], b[run_index])
+                   for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(initial)))
+        assert same == (lr == 0), (run_index, lr)
+    for row in by_point[0] + by_point[1]:  # static alpha 0.2: level index 1 of K = 10
+        hist = np.asarray(row["alpha_hist"]).sum(axis=0)
+        assert hist.sum() > 0 and hist[1] == hist.sum()
+    learned_levels = np.asarray([r["test_alpha_hist"] for r in by_point[2] + by_point[3]]).sum(axis=(0, 1))
+    assert np.count_nonzero(learned_levels) >= 2  # the predictor picks among levels
+    summary = (run_dir / "summary.json").read_text()
+    assert '"points"' in summary and "learned" in summary
+
+
+def test_wandb_offline_run_logs_every_chunk(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    config = load_config(TINY + ["num_seeds=2", "train.t_max=120", "wandb.mode=auto", f"results_dir={tmp_path}",
+                                 "run_name=logged"])
+    assert tracking.resolve_mode("auto") == "offline"
+    run_dir, rows = run(config, progress=False)
+    logged = tracking.read_offline_run(run_dir)
+    history = logged["history"]
+    chunks = sorted({r["chunk"] for r in rows})
+    assert [h["chunk"] for h in history] == chunks  # one record per chunk, in order
+    for h, chunk in zip(history, chunks):
+        chunk_rows = [r for r in rows if r["chunk"] == chunk]
+        assert h["env_steps"] == min(r["t_env"] for r in chunk_rows)
+        active = [r for r in chunk_rows if r["active"]]
+        assert h["mean/test_return"] == pytest.approx(np.mean([r["test_return"] for r in active]))
+        for r in active:
+            assert h[f"seed{r['seed']}/test_return"] == pytest.approx(r["test_return"])
+            assert h[f"seed{r['seed']}/epsilon"] == pytest.approx(r["epsilon"])
+        assert h["mean/lr"] == pytest.approx(config.train.lr)
+        for agent in (0, 1):
+            shares = [v for k, v in h.items() if k.startswith(f"alpha/agent{agent}/share_")]
+            assert len(shares) == config.agent.num_risk_levels and sum(shares) == pytest.approx(1.0)
+    assert logged["config"]["method"] == "rmix"
+    assert logged["config"]["train"]["t_max"] == 120
+
+
+def test_wandb_failure_never_stops_training(tmp_path, monkeypatch, capsys):
+    import wandb
+
+    def refuse(*args, **kwargs):
+        raise ConnectionError("network unreachable")
+
+    monkeypatch.setattr(wandb, "init", refuse)
+    config = load_config(TINY + ["num_seeds=2", "train.t_max=120", "wandb.mode=online", f"results_dir={tmp_path}"])
+    tracker = tracking.Tracker(config, tmp_path, [""])
+    assert tracker.run is None and "wandb: not logging (ConnectionError" in capsys.readouterr().err
+    tracker.log_chunk({}, 0)  # a no-op, not an error
+    tracker.finish()
+
+
+SHARDED = textwrap.dedent("""
+    import jax, numpy as np
+    from rmix_jax import experiment
+    from rmix_jax.config import load_config
+    assert len(jax.devices()) == 4, jax.devices()
+    config = load_config(%r)
+    sharded = experiment.make_experiment(config)
+    single = experiment.make_experiment(config, devices=jax.devices()[:1])
+    assert sharded.sharding is not None and single.sharding is None
+    out = {}
+    for name, exp in (("sharded", sharded), ("single", single)):
+        state = experiment.init_state(exp)
+        state, metrics = exp.chunk_fn(state)
+        state, metrics = exp.chunk_fn(state)
+        out[name] = (experiment.to_host(state.params), experiment.to_host(metrics))
+        if name == "sharded":
+            assert len(state.t_env.sharding.device_set) == 4
+            assert state.t_env.addressable_shards[0].data.shape == (1,)  # one run per device
+    for a, b in zip(jax.tree.leaves(out["sharded"]), jax.tree.leaves(out["single"])):
+        np.testing.assert_allclose(np.asarray(a, float), np.asarray(b, float), rtol=1e-5, atol=1e-6)
+    print("ok")
+""")
+
+
+def test_runs_shard_over_four_cpu_devices():
+    config = TINY + ["num_seeds=4", "train.t_max=100000"]
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    done = subprocess.run([sys.executable, "-c", SHARDED % (config,)], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
+
+
+def test_run_devices_divide_the_runs():
+    devices = list(range(4))
+    assert experiment.run_devices(8, devices) == devices
+    assert experiment.run_devices(6, devices) == [0, 1, 2]
+    assert experiment.run_devices(5, devices) == [0]
