@@ -30,7 +30,7 @@ import numpy as np
 
 from rmix_jax import ops, results
 from rmix_jax.config import Config
-from rmix_jax.learner import Learner, Params, make_learner
+from rmix_jax.learner import LEARNED_ALPHA, Hyper, Learner, Params
 
 MACN_ACTIONS = ("up", "down", "left", "right")
 SMAX_MOVES = ("north", "east", "south", "west", "stop")
@@ -53,12 +53,26 @@ class Run:
     def num_seeds(self) -> int:
         return self.config.num_seeds
 
-    def seed_params(self, seed: int) -> Params:
+    @property
+    def num_points(self) -> int:
+        return len(self.config.sweep_points())
+
+    def seed_params(self, seed: int, point: int = 0) -> Params:
+        """Parameters of one seed (of one sweep point: run ``point * num_seeds + seed``)."""
         if self.params is None:
             raise FileNotFoundError(f"{self.run_dir} has no saved parameters; it did not finish training")
         if not 0 <= seed < self.num_seeds:
             raise IndexError(f"seed {seed} is not in this run; choose 0..{self.num_seeds - 1}")
-        return jax.tree.map(lambda x: x[seed], self.params)
+        if not 0 <= point < self.num_points:
+            raise IndexError(f"point {point} is not in this run's sweep; choose 0..{self.num_points - 1}")
+        return jax.tree.map(lambda x: x[point * self.num_seeds + seed], self.params)
+
+    def point_hyper(self, point: int = 0) -> Hyper:
+        """The traced hyperparameters of one sweep point (pass to ``trace_episodes``)."""
+        from rmix_jax import experiment
+
+        _, hyper = experiment.run_inputs(experiment.make_experiment(self.config))
+        return jax.tree.map(lambda x: jnp.asarray(x[point * self.num_seeds]), hyper)
 
 
 def load_run(run_dir: Path | str) -> Run:
@@ -66,12 +80,13 @@ def load_run(run_dir: Path | str) -> Run:
     run_dir = Path(run_dir)
     config = results.load_run_config(run_dir)
     rows = results.load_metrics(run_dir)
-    learner = make_learner(config)
+    from rmix_jax import experiment
+
+    exp = experiment.make_experiment(config)
+    learner = exp.learner
     params = None
     if (run_dir / results.PARAMS_DIR).exists():
-        keys = jax.random.split(jax.random.PRNGKey(0), config.num_seeds)
-        like = jax.eval_shape(lambda k: jax.vmap(learner.init)(k).params, keys)
-        params = results.load_params(run_dir, like)
+        params = results.load_params(run_dir, experiment.abstract_state(exp).params)
     return Run(run_dir=run_dir, config=config, rows=rows, params=params, learner=learner)
 
 
@@ -130,35 +145,42 @@ class EpisodeTrace:
         })
 
 
-def level_probabilities(config: Config, scores: jax.Array, alpha: jax.Array) -> jax.Array:
+def level_probabilities(config: Config, scores: jax.Array, alpha: jax.Array,
+                        static: jax.Array | bool | None = None) -> jax.Array:
     """P(alpha_k) over the K levels: softmax of the predictor's scores, or one-hot for a fixed alpha."""
     num_levels = config.agent.num_risk_levels
-    if config.uses_risk_predictor:
-        return jax.nn.softmax(scores, axis=-1)
-    return jax.nn.one_hot(ops.alpha_to_level(alpha, num_levels), num_levels)
+    static = not config.uses_risk_predictor if static is None else static
+    one_hot = jax.nn.one_hot(ops.alpha_to_level(alpha, num_levels), num_levels)
+    return jnp.where(static, one_hot, jax.nn.softmax(scores, axis=-1))
 
 
 def trace_episodes(
-    learner: Learner, params: Params, key: jax.Array, num_episodes: int = 1, epsilon: float = 0.0
+    learner: Learner, params: Params, key: jax.Array, num_episodes: int = 1, epsilon: float = 0.0,
+    hyper: Hyper | None = None,
 ) -> EpisodeTrace:
     """Roll out episodes of one seed's ``params`` and record what every agent saw and chose.
 
     The agents act as in training (``learner.rollout``); atoms and scores are then
     recomputed over the stored episodes by the training unroll, which gives the same
-    values as acting (tested in tests/test_learner.py).
+    values as acting (tested in tests/test_learner.py). ``hyper`` (default: the
+    config's) gives a sweep point's static alpha (``Run.point_hyper``).
     """
+    hyper = learner.default_hyper() if hyper is None else hyper
+    static = not learner.config.uses_risk_predictor
+    if learner.mixed_alpha:  # a sweep point with a static alpha in a program that also learns it
+        static = hyper.alpha != LEARNED_ALPHA
 
     @jax.jit
     def run(params: Params, key: jax.Array):
-        episodes, stats = learner.rollout(params, key, jnp.float32(epsilon), num_episodes)
+        episodes, stats = learner.rollout(params, key, jnp.float32(epsilon), num_episodes, hyper)
         atoms, scores = learner.unroll(params.agent, episodes)
-        values, alpha = learner.values_and_alpha(atoms, scores)
+        values, alpha = learner.values_and_alpha(atoms, scores, hyper.alpha)
         cut = slice(None, -1)  # drop the final-observation step
         return {
             "reward": episodes.reward[:, cut],
             "filled": episodes.filled[:, cut],
             "alpha": alpha[:, cut],
-            "level_probs": level_probabilities(learner.config, scores, alpha)[:, cut],
+            "level_probs": level_probabilities(learner.config, scores, alpha, static)[:, cut],
             "atoms": atoms[:, cut],
             "values": values[:, cut],
             "actions": episodes.actions[:, cut],

@@ -92,7 +92,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class CheckpointConfig:
-    every_chunks: int = 10  # save the whole training state every this many chunks (0: only at the end)
+    every_chunks: int = 25  # save the whole training state every this many chunks (0: only at the end)
     max_to_keep: int = 2
 
 
@@ -249,7 +249,10 @@ def validate(config: Config) -> Config:
     _check(t.batch_size <= t.buffer_size, "train.batch_size", t.batch_size, f"use at most train.buffer_size={t.buffer_size}")
     _check(t.num_envs <= t.buffer_size, "train.num_envs", t.num_envs, f"use at most train.buffer_size={t.buffer_size}")
     _check(0.0 <= t.gamma <= 1.0, "train.gamma", t.gamma, "use gamma in [0, 1]")
-    for name in ("lr", "qr_lr", "qr_eps", "grad_clip"):
+    for name in ("lr", "qr_lr"):  # 0 freezes learning: a control point in a sweep
+        value = getattr(t, name)
+        _check(value >= 0, f"train.{name}", value, "use a learning rate >= 0")
+    for name in ("qr_eps", "grad_clip"):
         value = getattr(t, name)
         _check(value > 0, f"train.{name}", value, "use a value > 0")
     for name in ("epsilon_start", "epsilon_finish"):

@@ -235,7 +235,9 @@ def make_learner(config: Config, env: ArrayEnv | None = None) -> Learner:
         done: chex.Array  # ()
         key: chex.PRNGKey
 
-    def run_episode(params: Params, key: chex.PRNGKey, epsilon: chex.Array, static_alpha: chex.Array) -> Episode:
+    def run_episode(params: Params, key: chex.PRNGKey, epsilon: chex.Array, static_alpha: chex.Array,
+                    keep_env_states: bool = False) -> Episode | tuple[Episode, Any]:
+        """One whole episode; with ``keep_env_states`` also the env state and step key of each step (for replays)."""
         reset_key, key = jax.random.split(key)
         env_state, timestep = env.reset(reset_key)
         carry = _Carry(
@@ -277,9 +279,11 @@ def make_learner(config: Config, env: ArrayEnv | None = None) -> Learner:
             )
             done = c.done | next_ts.terminated | next_ts.truncated
             new = _Carry(env_state, next_ts, agent_carry, actions, inputs, done, key)
-            return new, record
+            return new, ((record, (c.env_state, env_key)) if keep_env_states else record)
 
         final, steps = jax.lax.scan(step, carry, jnp.arange(t_len))
+        if keep_env_states:
+            steps, env_trace = steps
         last = final.timestep
         tail = Episode(
             obs=last.obs,
@@ -293,14 +297,17 @@ def make_learner(config: Config, env: ArrayEnv | None = None) -> Learner:
             reset=jnp.bool_(False),
             alpha=jnp.zeros((n,), jnp.float32),
         )
-        return jax.tree.map(lambda xs, x: jnp.concatenate([xs, x[None]], axis=0), steps, tail)
+        episode = jax.tree.map(lambda xs, x: jnp.concatenate([xs, x[None]], axis=0), steps, tail)
+        return (episode, env_trace) if keep_env_states else episode
 
     def rollout(params: Params, key: chex.PRNGKey, epsilon: chex.Array, num_episodes: int,
-                hyper: Hyper | None = None):
+                hyper: Hyper | None = None, keep_env_states: bool = False):
+        """E episodes -> (episodes, stats), plus (env states, step keys) per step with ``keep_env_states``."""
         hyper = default_hyper() if hyper is None else hyper
-        episodes = jax.vmap(run_episode, in_axes=(None, 0, None, None))(
-            params, jax.random.split(key, num_episodes), epsilon, hyper.alpha
+        out = jax.vmap(run_episode, in_axes=(None, 0, None, None, None))(
+            params, jax.random.split(key, num_episodes), epsilon, hyper.alpha, keep_env_states
         )  # (E, T+1, ...)
+        episodes, env_trace = out if keep_env_states else (out, None)
         filled = episodes.filled.astype(jnp.float32)
         stats = EpisodeStats(
             returns=jnp.sum(episodes.reward * filled, axis=1),
@@ -308,7 +315,7 @@ def make_learner(config: Config, env: ArrayEnv | None = None) -> Learner:
             lengths=jnp.sum(filled, axis=1),
             alpha_hist=alpha_histogram(episodes.alpha, jnp.broadcast_to(filled[..., None], episodes.alpha.shape)),
         )
-        return episodes, stats
+        return (episodes, stats, env_trace) if keep_env_states else (episodes, stats)
 
     # --- learning -----------------------------------------------------------------
     def unroll(agent_params: Any, batch: Episode) -> tuple[chex.Array, chex.Array]:

@@ -11,6 +11,12 @@ summary.json, wandb/ (unless disabled), and prints a summary table.
 
 from __future__ import annotations
 
+import os
+
+# Loading a program from the compilation cache makes XLA warn once per program
+# ("Assume version compatibility"); keep the CLI's stderr for real problems.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 import dataclasses
 import json
 import sys
@@ -242,6 +248,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         resume, overrides = split_resume(args)
         config = resume_config(resume, overrides) if resume else load_config(overrides)
+        from rmix_jax.experiment import enable_compilation_cache
+
+        enable_compilation_cache()
         run(config, resume_dir=resume)
     except (ConfigError, ResumeError) as err:
         print(str(err), file=sys.stderr)

@@ -8,8 +8,29 @@ first a disk read. The directory is fresh per session, so tests stay hermetic.
 import os
 import tempfile
 
+import pytest
+
 _CACHE = tempfile.mkdtemp(prefix="rmix_jax_xla_cache_")
 # Environment first, so subprocesses started by tests share the cache.
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _CACHE)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
+
+# A tiny RMIX run (2 seeds, QR updates from the start) shared by the tooling tests, so
+# the same program is traced and compiled once per session.
+TINY_RUN = ["num_seeds=2", "train.t_max=200", "train.iterations_per_eval=2", "train.buffer_size=16",
+            "train.batch_size=4", "agent.hidden_dim=8", "train.start_to_update_qr=0", "train.qr_interval=100",
+            "checkpoint.every_chunks=1", "wandb.mode=disabled"]
+
+
+@pytest.fixture(scope="session")
+def tiny_finished_run(tmp_path_factory):
+    """(run dir, metric rows) of TINY_RUN trained to the end, checkpointed every chunk. Read-only for tests."""
+    from rmix_jax.config import load_config
+    from rmix_jax.train import run
+
+    root = tmp_path_factory.mktemp("tiny_finished")
+    run_dir, rows = run(load_config(TINY_RUN + [f"results_dir={root}", "run_name=full"]), progress=False)
+    assert max(r["chunk"] for r in rows) >= 3  # enough chunks that stopping at 2 is mid-run
+    return run_dir, rows

@@ -15,11 +15,10 @@ from rmix_jax import checkpoint, results
 from rmix_jax.config import load_config
 from rmix_jax.train import main, resume_config, run
 
+from conftest import TINY_RUN
+
 ROOT = Path(__file__).resolve().parents[1]
-# RMIX with QR updates from the start, so both optimiser states and the QR schedule are exercised.
-TINY = ["num_seeds=2", "train.t_max=200", "train.iterations_per_eval=2", "train.buffer_size=16",
-        "train.batch_size=4", "agent.hidden_dim=8", "train.start_to_update_qr=0", "train.qr_interval=100",
-        "checkpoint.every_chunks=1", "wandb.mode=disabled"]
+TINY = TINY_RUN
 
 
 def snapshot(root: Path) -> dict:
@@ -37,11 +36,8 @@ def assert_same_runs(dir_a: Path, dir_b: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
-    root = tmp_path_factory.mktemp("full")
-    run_dir, rows = run(load_config(TINY + [f"results_dir={root}", "run_name=full"]), progress=False)
-    assert max(r["chunk"] for r in rows) >= 3  # enough chunks that stopping at 2 is mid-run
-    return run_dir
+def uninterrupted(tiny_finished_run):
+    return tiny_finished_run[0]
 
 
 def test_resume_equals_uninterrupted_run_bit_for_bit(tmp_path, uninterrupted):

@@ -10,9 +10,11 @@ import jax
 import numpy as np
 import pytest
 
-from rmix_jax import experiment, results, tracking
+from rmix_jax import analysis, experiment, results, tracking
 from rmix_jax.config import ConfigError, load_config
 from rmix_jax.train import run
+
+from conftest import TINY_RUN
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["train.iterations_per_eval=2", "train.buffer_size=16", "train.batch_size=4", "agent.hidden_dim=8",
@@ -67,12 +69,24 @@ def test_swept_values_act_in_one_program(tmp_path):
     assert np.count_nonzero(learned_levels) >= 2  # the predictor picks among levels
     summary = (run_dir / "summary.json").read_text()
     assert '"points"' in summary and "learned" in summary
+    # analysis of one sweep point: the static point acts on alpha 0.2 with one-hot P(alpha),
+    # the learned point on the predictor's softmax
+    loaded = analysis.load_run(run_dir)
+    static = analysis.trace_episodes(loaded.learner, loaded.seed_params(0, point=1), jax.random.PRNGKey(1),
+                                     hyper=loaded.point_hyper(1))
+    learned = analysis.trace_episodes(loaded.learner, loaded.seed_params(0, point=3), jax.random.PRNGKey(1),
+                                      hyper=loaded.point_hyper(3))
+    filled = static.filled[0]
+    np.testing.assert_allclose(static.alpha[0][filled], 0.2)
+    assert set(np.unique(static.level_probs[0][filled])) <= {0.0, 1.0}
+    probs = learned.level_probs[0][learned.filled[0]]
+    assert np.all(probs < 1.0) and np.allclose(probs.sum(-1), 1.0, atol=1e-5)
 
 
 def test_wandb_offline_run_logs_every_chunk(tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    config = load_config(TINY + ["num_seeds=2", "train.t_max=120", "wandb.mode=auto", f"results_dir={tmp_path}",
-                                 "run_name=logged"])
+    config = load_config(TINY_RUN + ["wandb.mode=auto", "checkpoint.every_chunks=0", f"results_dir={tmp_path}",
+                                     "run_name=logged"])
     assert tracking.resolve_mode("auto") == "offline"
     run_dir, rows = run(config, progress=False)
     logged = tracking.read_offline_run(run_dir)
@@ -92,7 +106,7 @@ def test_wandb_offline_run_logs_every_chunk(tmp_path, monkeypatch):
             shares = [v for k, v in h.items() if k.startswith(f"alpha/agent{agent}/share_")]
             assert len(shares) == config.agent.num_risk_levels and sum(shares) == pytest.approx(1.0)
     assert logged["config"]["method"] == "rmix"
-    assert logged["config"]["train"]["t_max"] == 120
+    assert logged["config"]["train"]["t_max"] == 200
 
 
 def test_wandb_failure_never_stops_training(tmp_path, monkeypatch, capsys):
@@ -122,7 +136,6 @@ SHARDED = textwrap.dedent("""
     for name, exp in (("sharded", sharded), ("single", single)):
         state = experiment.init_state(exp)
         state, metrics = exp.chunk_fn(state)
-        state, metrics = exp.chunk_fn(state)
         out[name] = (experiment.to_host(state.params), experiment.to_host(metrics))
         if name == "sharded":
             assert len(state.t_env.sharding.device_set) == 4
@@ -134,7 +147,7 @@ SHARDED = textwrap.dedent("""
 
 
 def test_runs_shard_over_four_cpu_devices():
-    config = TINY + ["num_seeds=4", "train.t_max=100000"]
+    config = TINY + ["method=qmix", "num_seeds=4", "train.t_max=100000", "train.batch_size=2"]
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
     done = subprocess.run([sys.executable, "-c", SHARDED % (config,)], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=600)
