@@ -29,13 +29,17 @@ ALPHAS = "[0.1,0.3,0.5,0.7,1.0,learned]"
 def table_rows(run_dir: Path) -> list[dict]:
     from rmix_jax import analysis
 
+    from rliable import library as rly
+
     summary = json.loads((run_dir / "summary.json").read_text())
-    rows = results.load_metrics(run_dir)
-    by_point = results.rows_by_point(rows)
     table = []
     for point in summary["points"]:
         finals = np.asarray([s["final_test_return"] for s in point["seeds"]])
-        iqm = analysis.iqm_curve(by_point[point["point"]], num_points=2, reps=2000)
+        np.random.seed(0)  # rliable's bootstrap draws from NumPy's global generator
+        estimate, interval = rly.get_interval_estimates(
+            {"final": finals[:, None]}, lambda x: np.array([analysis.iqm(x[:, 0])]), reps=2000
+        )
+        iqm = {"iqm": estimate["final"], "lower": interval["final"][0], "upper": interval["final"][1]}
         table.append({
             "alpha": point["values"].get("agent.alpha"),
             "seeds": len(finals),

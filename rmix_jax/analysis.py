@@ -166,12 +166,12 @@ def trace_episodes(
     config's) gives a sweep point's static alpha (``Run.point_hyper``).
     """
     hyper = learner.default_hyper() if hyper is None else hyper
-    static = not learner.config.uses_risk_predictor
-    if learner.mixed_alpha:  # a sweep point with a static alpha in a program that also learns it
-        static = hyper.alpha != LEARNED_ALPHA
 
     @jax.jit
-    def run(params: Params, key: jax.Array):
+    def run(params: Params, key: jax.Array, hyper: Hyper):  # hyper traced: one program for every sweep point
+        static = not learner.config.uses_risk_predictor
+        if learner.mixed_alpha:  # a sweep point with a static alpha in a program that also learns it
+            static = hyper.alpha != LEARNED_ALPHA
         episodes, stats = learner.rollout(params, key, jnp.float32(epsilon), num_episodes, hyper)
         atoms, scores = learner.unroll(params.agent, episodes)
         values, alpha = learner.values_and_alpha(atoms, scores, hyper.alpha)
@@ -188,7 +188,7 @@ def trace_episodes(
             "won": stats.won,
         }
 
-    return EpisodeTrace(**{k: np.asarray(v) for k, v in jax.device_get(run(params, key)).items()})
+    return EpisodeTrace(**{k: np.asarray(v) for k, v in jax.device_get(run(params, key, hyper)).items()})
 
 
 def sorted_atoms(atoms: np.ndarray) -> np.ndarray:
