@@ -35,7 +35,7 @@ USAGE = """usage: rmix-train [key=value ...]          rmix-train resume=<run dir
   env=smax env.map=3m|5m_vs_6m|8m_vs_9m|...  (any SMAX map; an unknown one lists them all)
   seeds=8 seed=0 train.t_max=50000 agent.num_atoms=10 agent.alpha=0.3 ...  (see configs/default.yaml)
   sweep.agent.alpha=[0.1,0.3,0.5,0.7,1.0,learned] sweep.train.lr=[1e-4,5e-4]  (grid x seeds, one program)
-  wandb.mode=auto|online|offline|disabled   checkpoint.every_chunks=10"""
+  wandb.mode=auto|online|offline|disabled   checkpoint.every_chunks=25"""
 
 WANDB_ID_FILE = "wandb_id"
 
