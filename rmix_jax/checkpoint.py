@@ -18,7 +18,7 @@ from typing import Any
 
 import jax
 
-from rmix_jax.config import Config
+from rmix_jax.config import Config, flatten
 
 CHECKPOINT_DIR = "checkpoints"
 FORMAT = 1
@@ -79,16 +79,7 @@ class Checkpointer:
 
 def config_changes(saved: Config, new: Config) -> list[str]:
     """Dotted keys whose values differ between two configs."""
-    def flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for key, value in data.items():
-            if isinstance(value, dict) and key != "sweep":
-                out.update(flat(value, f"{prefix}{key}."))
-            else:
-                out[f"{prefix}{key}"] = value
-        return out
-
-    a, b = flat(saved.to_dict()), flat(new.to_dict())
+    a, b = flatten(saved.to_dict()), flatten(new.to_dict())
     return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
 
 
@@ -97,17 +88,11 @@ def check_resume_changes(saved: Config, new: Config) -> None:
     blocked = [k for k in config_changes(saved, new) if not k.startswith(RESUMABLE_CHANGES)]
     if blocked:
         key = blocked[0]
+        before, after = flatten(saved.to_dict()).get(key), flatten(new.to_dict()).get(key)
         raise ResumeError(
             f"resume error: the checkpoint was trained with a different {key} "
-            f"({_value(saved, key)!r}, not {_value(new, key)!r}); drop that override or start a new run"
+            f"({before!r}, not {after!r}); drop that override or start a new run"
         )
-
-
-def _value(config: Config, dotted: str) -> Any:
-    value: Any = config.to_dict()
-    for part in dotted.split("."):
-        value = value.get(part) if isinstance(value, dict) else None
-    return value
 
 
 def latest_step(run_dir: Path) -> int:

@@ -10,6 +10,7 @@ whose message is one line naming the key and what is allowed.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import types
 import typing
@@ -261,11 +262,11 @@ def validate(config: Config) -> Config:
     return config
 
 
-def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in data.items():
         if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
+            flat.update(flatten(value, f"{prefix}{key}."))
         else:
             flat[f"{prefix}{key}"] = value
     return flat
@@ -379,8 +380,31 @@ def _normalise_sweep(data: dict[str, Any]) -> dict[str, Any]:
     """``sweep`` as written (nested or dotted) -> a flat {dotted key: list} in a copy of ``data``."""
     if "sweep" not in data or not isinstance(data["sweep"], dict):
         return data
-    flat = _flatten(data["sweep"])
+    flat = flatten(data["sweep"])
     return {**data, "sweep": {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in flat.items()}}
+
+
+def with_overrides(saved: Config, overrides: Sequence[str]) -> Config:
+    """A saved config with more ``key=value`` overrides on top, validated.
+
+    ``method=``/``env=`` among them pick other presets; a new environment preset
+    replaces the saved env.* values (the preset's own apply), everything else is kept.
+    """
+    if not overrides:
+        return saved
+    values = flatten({k: v for k, v in saved.to_dict().items() if k not in ("method", "env_preset", "sweep")})
+    choices = {"method": saved.method, "env": saved.env_preset}
+    for text in overrides:
+        key = text.split("=", 1)[0].strip()
+        if key in choices:
+            choices[key] = text.split("=", 1)[1]
+    if choices["env"] != saved.env_preset:
+        values = {k: v for k, v in values.items() if not k.startswith("env.")}
+    kept = [f"{k}={json.dumps(v)}" for k, v in values.items()]
+    if saved.sweep:
+        kept.append(f"sweep={json.dumps(saved.sweep)}")
+    return load_config([f"method={choices['method']}", f"env={choices['env']}", *kept,
+                        *[o for o in overrides if o.split("=", 1)[0].strip() not in choices]])
 
 
 def config_from_dict(data: dict[str, Any]) -> Config:

@@ -32,7 +32,7 @@ import numpy as np
 
 from rmix_jax import results
 from rmix_jax.checkpoint import CHECKPOINT_DIR, ResumeError, latest_step
-from rmix_jax.config import Config, ConfigError, load_config
+from rmix_jax.config import Config, ConfigError, with_overrides
 
 USAGE = """usage: rmix-eval <run dir | run dir/checkpoints/<step>> [key=value ...]
   episodes=32  seed=0  gif=false  out=<dir>  (default <run>/eval/<time>)
@@ -68,15 +68,7 @@ def eval_config(trained: Config, overrides: Sequence[str]) -> Config:
     bad = [o for o in overrides if not o.split("=", 1)[0].startswith("env")]
     if bad:
         raise EvalError(f"eval error: {bad[0]!r} is not an environment override; only env=... and env.<key>=... apply")
-    from rmix_jax.train import _as_overrides
-
-    kept = [o for o in _as_overrides(trained) if not o.startswith("env.")]
-    env_keys = [o for o in _as_overrides(trained) if o.startswith("env.")]
-    preset = next((o.split("=", 1)[1] for o in overrides if o.startswith("env=")), trained.env_preset)
-    base_env = env_keys if preset == trained.env_preset else []
-    return load_config([f"method={trained.method}", f"env={preset}", *kept, *base_env,
-                        *[o for o in overrides if not o.startswith("env=")]])
-
+    return with_overrides(trained, overrides)
 
 def load_policy(run_dir: Path, step: int | None, config: Config) -> Any:
     """Parameters of every run (leading run axis) from params/ or checkpoint ``step``."""
@@ -96,7 +88,7 @@ def load_policy(run_dir: Path, step: int | None, config: Config) -> Any:
             state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(like)))["state"]
     except Exception as err:  # noqa: BLE001
         raise EvalError(f"eval error: checkpoint {path} cannot be read ({type(err).__name__}); pick another step") from None
-    return jax.tree.map(lambda x: x, state.params)
+    return state.params
 
 
 def evaluate(run_target: Path | str, overrides: Sequence[str] = (), episodes: int = 32, seed: int = 0,

@@ -28,7 +28,7 @@ import numpy as np
 
 from rmix_jax import results
 from rmix_jax.checkpoint import Checkpointer, ResumeError, check_resume_changes, restore
-from rmix_jax.config import Config, ConfigError, config_from_dict, load_config
+from rmix_jax.config import Config, ConfigError, config_from_dict, load_config, with_overrides
 
 USAGE = """usage: rmix-train [key=value ...]          rmix-train resume=<run dir> [train.t_max=...]
   method=rmix|rmix_static|rmix_frozen|qmix|vdn|iql|rdn   env=macn_7x4|macn_12x4|macn_7x4_low_risk|smax
@@ -218,26 +218,9 @@ def resume_config(run_dir: str, overrides: Sequence[str]) -> Config:
         saved = results.load_run_config(path)
     except FileNotFoundError as err:
         raise ResumeError(f"resume error: {err}") from None
-    config = saved
-    if overrides:
-        config = load_config([f"method={saved.method}", f"env={saved.env_preset}", *_as_overrides(saved), *overrides])
+    config = with_overrides(saved, overrides)
     check_resume_changes(saved, config)
     return config
-
-
-def _as_overrides(config: Config) -> list[str]:
-    """Every value of a config as key=value overrides (so a saved config can take more overrides)."""
-    out: list[str] = []
-
-    def walk(data: dict[str, Any], prefix: str) -> None:
-        for key, value in data.items():
-            if isinstance(value, dict) and key != "sweep":
-                walk(value, f"{prefix}{key}.")
-            elif key not in ("method", "env_preset"):
-                out.append(f"{prefix}{key}={json.dumps(value)}")
-
-    walk(config.to_dict(), "")
-    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
