@@ -136,6 +136,14 @@ class Learner(NamedTuple):
     max_chunks: int
     default_hyper: Callable[[], Hyper]
     mixed_alpha: bool  # built for a sweep mixing static and learned alpha
+    # The pieces of ``run_chunk``, for a host-side env loop (``rmix_jax.host``):
+    act: Callable[..., tuple[Any, chex.Array, chex.Array, chex.Array]]
+    iteration_start: Callable[[TrainState], tuple[TrainState, chex.PRNGKey, chex.PRNGKey, chex.Array]]
+    learn: Callable[..., tuple[TrainState, dict]]
+    finish_chunk: Callable[..., tuple[TrainState, chex.PRNGKey, dict]]
+    test_metrics: Callable[[EpisodeStats], dict]
+    episode_stats: Callable[[Episode], EpisodeStats]
+    empty_episode: Callable[[], Episode]
 
 
 def agent_input_dim(spec: EnvSpec) -> int:
@@ -225,6 +233,24 @@ def make_learner(config: Config, env: ArrayEnv | None = None) -> Learner:
         bins = ops.alpha_to_level(alpha, num_levels)
         return jnp.sum(jax.nn.one_hot(bins, num_levels) * weight[..., None], axis=tuple(range(alpha.ndim - 1)))
 
+    # --- acting -------------------------------------------------------------------
+    def act(params: Params, agent_carry: AgentCarry, obs: chex.Array, avail: chex.Array, last_actions: chex.Array,
+            prev_inputs: chex.Array, first: chex.Array, epsilon: chex.Array, key: chex.PRNGKey,
+            static_alpha: chex.Array) -> tuple[AgentCarry, chex.Array, chex.Array, chex.Array]:
+        """One policy step of one env's N agents (obs (N, O), avail (N, A), last actions (N,)).
+
+        Returns the new recurrent carry, epsilon-greedy actions (N,), the alphas acted
+        on (N,) and the agent inputs (N, I) (the next step's ``prev_inputs``). The jitted
+        rollout and the host-side runner (``rmix_jax.host``) both act through this.
+        """
+        inputs = build_inputs(obs, last_actions, first, a_dim)
+        agent_carry, out = agent.apply(params.agent, agent_carry, inputs, prev_inputs, jnp.full((n,), first))
+        values, alpha = values_and_alpha(out.atoms, out.scores, static_alpha)
+        actions = jax.vmap(ops.epsilon_greedy, in_axes=(0, 0, 0, None))(
+            jax.random.split(key, n), values, avail, epsilon
+        )
+        return agent_carry, actions, alpha, inputs
+
     # --- rollout ------------------------------------------------------------------
     class _Carry(NamedTuple):
         env_state: Any
@@ -253,13 +279,9 @@ def make_learner(config: Config, env: ArrayEnv | None = None) -> Learner:
         def step(c: _Carry, t: chex.Array) -> tuple[_Carry, Episode]:
             key, act_key, env_key = jax.random.split(c.key, 3)
             first = t == 0
-            inputs = build_inputs(c.timestep.obs, c.last_actions, first, a_dim)
-            agent_carry, out = agent.apply(
-                params.agent, c.agent_carry, inputs, c.prev_inputs, jnp.full((n,), first)
-            )
-            values, alpha = values_and_alpha(out.atoms, out.scores, static_alpha)
-            actions = jax.vmap(ops.epsilon_greedy, in_axes=(0, 0, 0, None))(
-                jax.random.split(act_key, n), values, c.timestep.avail, epsilon
+            agent_carry, actions, alpha, inputs = act(
+                params, c.agent_carry, c.timestep.obs, c.timestep.avail, c.last_actions, c.prev_inputs,
+                first, epsilon, act_key, static_alpha,
             )
             env_state, next_ts = env.step(env_key, c.env_state, actions)
             # After the end the env is frozen: the padding steps are masked anyway.
@@ -300,6 +322,31 @@ def make_learner(config: Config, env: ArrayEnv | None = None) -> Learner:
         episode = jax.tree.map(lambda xs, x: jnp.concatenate([xs, x[None]], axis=0), steps, tail)
         return (episode, env_trace) if keep_env_states else episode
 
+    def episode_stats(episodes: Episode) -> EpisodeStats:
+        """Returns, wins, lengths and chosen-alpha counts of E episodes (E, T+1, ...)."""
+        filled = episodes.filled.astype(jnp.float32)
+        return EpisodeStats(
+            returns=jnp.sum(episodes.reward * filled, axis=1),
+            won=jnp.any(episodes.won, axis=1),
+            lengths=jnp.sum(filled, axis=1),
+            alpha_hist=alpha_histogram(episodes.alpha, jnp.broadcast_to(filled[..., None], episodes.alpha.shape)),
+        )
+
+    def empty_episode() -> Episode:
+        """Zeros shaped and typed as one stored episode (the replay's item), without running the env."""
+        return Episode(
+            obs=jnp.zeros((t_len + 1, n, spec.obs_dim), jnp.float32),
+            state=jnp.zeros((t_len + 1, spec.state_dim), jnp.float32),
+            avail=jnp.zeros((t_len + 1, n, a_dim), bool),
+            actions=jnp.zeros((t_len + 1, n), jnp.int32),
+            reward=jnp.zeros((t_len + 1,), jnp.float32),
+            terminated=jnp.zeros((t_len + 1,), bool),
+            filled=jnp.zeros((t_len + 1,), bool),
+            won=jnp.zeros((t_len + 1,), bool),
+            reset=jnp.zeros((t_len + 1,), bool),
+            alpha=jnp.zeros((t_len + 1, n), jnp.float32),
+        )
+
     def rollout(params: Params, key: chex.PRNGKey, epsilon: chex.Array, num_episodes: int,
                 hyper: Hyper | None = None, keep_env_states: bool = False):
         """E episodes -> (episodes, stats), plus (env states, step keys) per step with ``keep_env_states``."""
@@ -308,13 +355,7 @@ def make_learner(config: Config, env: ArrayEnv | None = None) -> Learner:
             params, jax.random.split(key, num_episodes), epsilon, hyper.alpha, keep_env_states
         )  # (E, T+1, ...)
         episodes, env_trace = out if keep_env_states else (out, None)
-        filled = episodes.filled.astype(jnp.float32)
-        stats = EpisodeStats(
-            returns=jnp.sum(episodes.reward * filled, axis=1),
-            won=jnp.any(episodes.won, axis=1),
-            lengths=jnp.sum(filled, axis=1),
-            alpha_hist=alpha_histogram(episodes.alpha, jnp.broadcast_to(filled[..., None], episodes.alpha.shape)),
-        )
+        stats = episode_stats(episodes)
         return (episodes, stats, env_trace) if keep_env_states else (episodes, stats)
 
     # --- learning -----------------------------------------------------------------
@@ -428,15 +469,18 @@ def make_learner(config: Config, env: ArrayEnv | None = None) -> Learner:
     def epsilon_at(hyper: Hyper, t_env: chex.Array) -> chex.Array:
         return ops.linear_schedule(tc.epsilon_start, hyper.epsilon_finish, hyper.epsilon_anneal_steps, t_env)
 
-    def iteration(state: TrainState, _: None) -> tuple[TrainState, dict]:
+    def iteration_start(state: TrainState) -> tuple[TrainState, chex.PRNGKey, chex.PRNGKey, chex.Array]:
+        """Keys and epsilon of one iteration: (state with its next key, rollout key, update key, epsilon)."""
         key, rollout_key, update_key = jax.random.split(state.key, 3)
-        epsilon = epsilon_at(state.hyper, state.t_env)
-        episodes, ep_stats = rollout(state.params, rollout_key, epsilon, tc.num_envs, state.hyper)
+        return state.replace(key=key), rollout_key, update_key, epsilon_at(state.hyper, state.t_env)
+
+    def learn(state: TrainState, episodes: Episode, ep_stats: EpisodeStats, epsilon: chex.Array,
+              update_key: chex.PRNGKey) -> tuple[TrainState, dict]:
+        """Store E collected episodes, make the iteration's updates, copy the target when due."""
         state = state.replace(
-            key=key,
             buffer_state=buffer.add(state.buffer_state, episodes),
             t_env=state.t_env + jnp.sum(ep_stats.lengths).astype(jnp.int32),
-            episodes=state.episodes + tc.num_envs,
+            episodes=state.episodes + episodes.filled.shape[0],
         )
         state, upd = jax.lax.scan(update, state, jax.random.split(update_key, tc.updates_per_iteration))
         copy_target = state.updates - state.last_target_update >= tc.target_update_interval
@@ -454,6 +498,11 @@ def make_learner(config: Config, env: ArrayEnv | None = None) -> Learner:
         }
         return state, metrics
 
+    def iteration(state: TrainState, _: None) -> tuple[TrainState, dict]:
+        state, rollout_key, update_key, epsilon = iteration_start(state)
+        episodes, ep_stats = rollout(state.params, rollout_key, epsilon, tc.num_envs, state.hyper)
+        return learn(state, episodes, ep_stats, epsilon, update_key)
+
     def init(rng: chex.PRNGKey, hyper: Hyper | None = None) -> TrainState:
         """A fresh state for one run; ``hyper`` (default: the config's) is carried in it."""
         hyper = default_hyper() if hyper is None else hyper
@@ -468,7 +517,6 @@ def make_learner(config: Config, env: ArrayEnv | None = None) -> Learner:
         )
         mixer_params = mixer.init(mixer_key, jnp.zeros((n,)), jnp.zeros((spec.state_dim,)))
         params = Params(agent=agent_params, mixer=mixer_params)
-        example = jax.tree.map(lambda x: x[0], rollout(params, key, jnp.float32(1.0), 1, hyper)[0])
         zero = jnp.int32(0)
         return TrainState(
             hyper=hyper,
@@ -476,7 +524,7 @@ def make_learner(config: Config, env: ArrayEnv | None = None) -> Learner:
             target_params=params,
             td_opt_state=td_tx.init(params),
             qr_opt_state=qr_tx.init(params) if use_qr else None,
-            buffer_state=buffer.init(example),
+            buffer_state=buffer.init(empty_episode()),
             key=key,
             t_env=zero,
             episodes=zero,
@@ -486,8 +534,7 @@ def make_learner(config: Config, env: ArrayEnv | None = None) -> Learner:
             chunks=zero,
         )
 
-    def evaluate(params: Params, key: chex.PRNGKey, hyper: Hyper) -> dict:
-        _, stats = rollout(params, key, jnp.float32(0.0), tc.test_episodes, hyper)
+    def test_metrics(stats: EpisodeStats) -> dict:
         return {
             "test_return": jnp.mean(stats.returns),
             "test_won": jnp.mean(stats.won.astype(jnp.float32)),
@@ -495,14 +542,15 @@ def make_learner(config: Config, env: ArrayEnv | None = None) -> Learner:
             "test_alpha_hist": stats.alpha_hist,
         }
 
-    def run_chunk(state: TrainState) -> tuple[TrainState, dict]:
-        """``iterations_per_eval`` iterations then a greedy evaluation; a seed past t_max stays put."""
+    def finish_chunk(state: TrainState, new_state: TrainState, it: dict) -> tuple[TrainState, chex.PRNGKey, dict]:
+        """After a chunk's iterations (``it``: metrics stacked over them): the state kept
+        (a run already past t_max stays put), the greedy test's key, and the training
+        metrics; the caller adds ``test_metrics`` of the test episodes."""
         active = state.t_env < tc.t_max
-        new_state, it = jax.lax.scan(iteration, state, None, length=tc.iterations_per_eval)
         eval_key, key = jax.random.split(new_state.key)
         new_state = new_state.replace(key=key, chunks=new_state.chunks + 1)
         new_state = tree_select(active, new_state, state)
-        episodes = float(tc.num_envs * tc.iterations_per_eval)
+        episodes = jnp.float32(it["return_sum"].shape[0] * tc.num_envs)
         metrics = {
             "active": active,
             "t_env": new_state.t_env,
@@ -518,9 +566,15 @@ def make_learner(config: Config, env: ArrayEnv | None = None) -> Learner:
             "grad_norm": _ratio(it["grad_norm_sum"], it["td_count"] + it["qr_count"]),
             "alpha_hist": jnp.sum(it["alpha_hist"], axis=0),
             "lr": new_state.hyper.lr,
-            **evaluate(new_state.params, eval_key, new_state.hyper),
         }
-        return new_state, metrics
+        return new_state, eval_key, metrics
+
+    def run_chunk(state: TrainState) -> tuple[TrainState, dict]:
+        """``iterations_per_eval`` iterations then a greedy evaluation; a seed past t_max stays put."""
+        new_state, it = jax.lax.scan(iteration, state, None, length=tc.iterations_per_eval)
+        new_state, eval_key, metrics = finish_chunk(state, new_state, it)
+        _, stats = rollout(new_state.params, eval_key, jnp.float32(0.0), tc.test_episodes, new_state.hyper)
+        return new_state, {**metrics, **test_metrics(stats)}
 
     max_chunks = math.ceil(tc.t_max / (tc.iterations_per_eval * tc.num_envs)) + 1
 
@@ -560,6 +614,13 @@ def make_learner(config: Config, env: ArrayEnv | None = None) -> Learner:
         max_chunks=max_chunks,
         default_hyper=default_hyper,
         mixed_alpha=mixed_alpha,
+        act=act,
+        iteration_start=iteration_start,
+        learn=learn,
+        finish_chunk=finish_chunk,
+        test_metrics=test_metrics,
+        episode_stats=episode_stats,
+        empty_episode=empty_episode,
     )
 
 
