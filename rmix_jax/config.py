@@ -23,7 +23,8 @@ import yaml
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 METHODS = ("rmix", "rmix_static", "rmix_frozen", "qmix", "vdn", "iql", "rdn")
-ENV_NAMES = ("macn", "smax")
+ENV_NAMES = ("macn", "smax", "smac")
+SMAC_DIFFICULTIES = ("1", "2", "3", "4", "5", "6", "7", "8", "9", "A")
 RISK_PREDICTORS = ("straight_through", "frozen", "static")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 # Keys a sweep may vary: they are traced values in the learner (rmix_jax.learner.Hyper).
@@ -48,7 +49,8 @@ class EnvConfig:
     slip_prob: float = 0.0
     reward_noise_std: float = 0.0
     reward_scale: float = 1.0
-    map: str = "3m"  # SMAX scenario (SMAC map name); unused by MACN
+    map: str = "3m"  # SMAX scenario or SMAC map (SMAC map names); unused by MACN
+    difficulty: str = "7"  # SMAC's built-in AI level; unused elsewhere
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,7 @@ class TrainConfig:
     epsilon_finish: float = 0.05
     epsilon_anneal_steps: int = 50_000
     iterations_per_eval: int = 10
+    test_interval: int = 0  # env steps between tests for host-stepped envs (SMAC); 0: every iterations_per_eval
     test_episodes: int = 8
 
 
@@ -175,6 +178,8 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
     if annotation is str:
         if isinstance(value, str):
             return value
+        if isinstance(value, int) and not isinstance(value, bool):  # env.difficulty=7
+            return str(value)
         _fail(key, value, "use a string")
     if annotation is dict:
         if isinstance(value, dict):
@@ -220,6 +225,14 @@ def validate(config: Config) -> Config:
 
         names = map_names()
         _check(e.map in names, "env.map", e.map, f"unknown SMAX map; choose one of {', '.join(names)}")
+    if e.name == "smac":
+        from rmix_jax.envs.smac import SMAC_MAPS
+
+        _check(e.map in SMAC_MAPS, "env.map", e.map, f"unknown SMAC map; choose one of {', '.join(SMAC_MAPS)}")
+        _check(str(e.difficulty) in SMAC_DIFFICULTIES, "env.difficulty", e.difficulty,
+               f"choose one of {', '.join(SMAC_DIFFICULTIES)} (SMAC's 7 is very hard)")
+        _check(e.reward_noise_std == 0, "env.reward_noise_std", e.reward_noise_std,
+               "the reward-noise wrapper is for jittable envs; use 0 on SMAC")
     _check(e.width >= 3, "env.width", e.width, "MACN needs width >= 3")
     _check(e.height >= 2, "env.height", e.height, "MACN needs height >= 2")
     _check(0.0 <= e.slip_prob <= 1.0, "env.slip_prob", e.slip_prob, "use a probability in [0, 1]")
@@ -246,6 +259,9 @@ def validate(config: Config) -> Config:
                  "epsilon_anneal_steps"):
         value = getattr(t, name)
         _check(value >= 1, f"train.{name}", value, "use a whole number >= 1")
+    _check(t.test_interval >= 0, "train.test_interval", t.test_interval, "use >= 0 (0 tests every iterations_per_eval)")
+    _check(t.test_interval == 0 or e.name == "smac", "train.test_interval", t.test_interval,
+           "only host-stepped envs (env=smac) use it; jitted envs test every train.iterations_per_eval iterations")
     _check(t.start_to_update_qr >= 0, "train.start_to_update_qr", t.start_to_update_qr, "use >= 0")
     _check(t.batch_size <= t.buffer_size, "train.batch_size", t.batch_size, f"use at most train.buffer_size={t.buffer_size}")
     _check(t.num_envs <= t.buffer_size, "train.num_envs", t.num_envs, f"use at most train.buffer_size={t.buffer_size}")

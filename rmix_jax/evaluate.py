@@ -35,9 +35,10 @@ from rmix_jax.checkpoint import CHECKPOINT_DIR, ResumeError, latest_step
 from rmix_jax.config import Config, ConfigError, with_overrides
 
 USAGE = """usage: rmix-eval <run dir | run dir/checkpoints/<step>> [key=value ...]
-  episodes=32  seed=0  gif=false  out=<dir>  (default <run>/eval/<time>)
-  env overrides for a compatible environment: env.slip_prob=0.1 env=macn_7x4_low_risk env.map=..."""
-OPTIONS = {"episodes": 32, "seed": 0, "gif": False, "out": ""}
+  episodes=32  seed=0  gif=false  replay=false (SC2 replays, env=smac)  out=<dir>  (default <run>/eval/<time>)
+  env overrides for a compatible environment: env.slip_prob=0.1 env=macn_7x4_low_risk env.map=...
+  env=smac [env.map=...]: a SMAC run in StarCraft II, or a SMAX run through the transfer adapter"""
+OPTIONS = {"episodes": 32, "seed": 0, "gif": False, "replay": False, "out": ""}
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
 
@@ -92,34 +93,42 @@ def load_policy(run_dir: Path, step: int | None, config: Config) -> Any:
 
 
 def evaluate(run_target: Path | str, overrides: Sequence[str] = (), episodes: int = 32, seed: int = 0,
-             gif: bool = False, out: Path | str | None = None) -> dict[str, Any]:
-    """Greedy episodes of every run; writes eval.json, alphas.npz (and episode.gif); returns the report."""
+             gif: bool = False, out: Path | str | None = None, replay: bool = False) -> dict[str, Any]:
+    """Greedy episodes of every run; writes eval.json, alphas.npz (and episode.gif or SC2 replays); returns the report.
+
+    On ``env=smac`` the episodes run in StarCraft II from the host: natively for a
+    SMAC-trained run, through the SMAX observation/action adapter for a SMAX-trained
+    one (``mode: transfer``).
+    """
     import jax
-    import jax.numpy as jnp
 
     from rmix_jax import experiment
-    from rmix_jax.learner import make_learner
 
     run_dir, step = locate(Path(run_target))
     trained = results.load_run_config(run_dir)
-    config = eval_config(trained, overrides)
-    params = load_policy(run_dir, step, trained)
-    trained_spec = experiment.make_experiment(trained).learner.spec
-    learner = make_learner(config)
-    if learner.spec != dataclasses.replace(trained_spec, episode_limit=learner.spec.episode_limit):
-        raise EvalError(
-            f"eval error: the policy was trained on {trained.env_preset} ({_shape(trained_spec)}); "
-            f"{config.env_preset} has {_shape(learner.spec)}; choose an environment with the same sizes"
-        )
+    config = eval_config(trained, _transfer_map(trained, overrides))
+    on_smac = config.env.name == "smac"
+    if replay and not on_smac:
+        raise EvalError("eval error: replay=true saves StarCraft II replays; it needs env=smac (use gif=true elsewhere)")
+    if gif and on_smac:
+        raise EvalError("eval error: gif=true draws MACN and SMAX episodes; on env=smac use replay=true")
+    if trained.env.name == "smac" and not on_smac:
+        raise EvalError("eval error: a SMAC-trained policy evaluates on env=smac only; drop the env override")
+    if on_smac and trained.env.name not in ("smac", "smax"):
+        raise EvalError(f"eval error: a {trained.env.name}-trained policy cannot play StarCraft II; "
+                        "train on env=smax (transfer) or env=smac")
     exp = experiment.make_experiment(trained)
     _, hyper = experiment.run_inputs(exp)
-
-    def play(params, hyper, key):
-        episodes_, stats = learner.rollout(params, key, jnp.float32(0.0), episodes, hyper)
-        return episodes_, stats
-
     keys = jax.random.split(jax.random.PRNGKey(seed), exp.num_runs)
-    played, stats = jax.device_get(jax.jit(jax.vmap(play))(params, hyper, keys))
+    out_dir = Path(out) if out else run_dir / "eval" / time.strftime("%Y%m%d-%H%M%S")
+    if on_smac:
+        params = load_policy(run_dir, step, trained)
+        mode = "native" if trained.env.name == "smac" else "transfer"
+        played, stats = _play_smac(trained, config, exp.num_runs, params, hyper, keys, episodes, mode,
+                                   out_dir / "replays" if replay else None)
+    else:
+        mode = "jax"
+        played, stats, learner, params = _play_jax(run_dir, step, trained, config, hyper, keys, episodes)
     returns = np.asarray(stats.returns)  # (R, E)
     won = np.asarray(stats.won, float)
     runs = []
@@ -130,13 +139,14 @@ def evaluate(run_target: Path | str, overrides: Sequence[str] = (), episodes: in
             "won_rate": float(won[r].mean()), "length_mean": float(np.mean(stats.lengths[r])),
             "return_quantiles": {str(q): float(np.quantile(returns[r], q)) for q in QUANTILES},
         })
-    out_dir = Path(out) if out else run_dir / "eval" / time.strftime("%Y%m%d-%H%M%S")
-    out_dir.mkdir(parents=True, exist_ok=False)
+    out_dir.mkdir(parents=True, exist_ok=True)
     report = {
         "run_dir": str(run_dir), "checkpoint_step": step, "trained_env": trained.env.__dict__,
-        "eval_env": config.env.__dict__, "episodes": episodes, "seed": seed, "runs": runs,
+        "eval_env": config.env.__dict__, "mode": mode, "episodes": episodes, "seed": seed, "runs": runs,
         "return_mean": float(returns.mean()), "won_rate": float(won.mean()),
     }
+    if replay:
+        report["replays"] = sorted(str(p) for p in (out_dir / "replays").glob("*"))
     (out_dir / "eval.json").write_text(json.dumps(report, indent=2))
     np.savez_compressed(
         out_dir / "alphas.npz", alpha=np.asarray(played.alpha)[:, :, :-1], filled=np.asarray(played.filled)[:, :, :-1],
@@ -148,6 +158,77 @@ def evaluate(run_target: Path | str, overrides: Sequence[str] = (), episodes: in
                                       jax.tree.map(lambda x: x[0], hyper), keys[0], out_dir / "episode.gif"))
     report["out_dir"] = str(out_dir)
     return report
+
+
+def _transfer_map(trained: Config, overrides: Sequence[str]) -> list[str]:
+    """A SMAX run sent to ``env=smac`` plays the SMAC map of its own SMAX map unless ``env.map`` is given."""
+    overrides = list(overrides)
+    to_smac = any(o.replace(" ", "") == "env=smac" for o in overrides)
+    if to_smac and trained.env.name == "smax" and not any(o.startswith("env.map=") for o in overrides):
+        overrides.append(f"env.map={trained.env.map}")
+    return overrides
+
+
+def _play_jax(run_dir: Path, step: int | None, trained: Config, config: Config, hyper: Any, keys: Any,
+              episodes: int) -> tuple[Any, Any, Any, Any]:
+    """Greedy episodes on a jittable env, all runs in one program."""
+    import jax
+    import jax.numpy as jnp
+
+    from rmix_jax import experiment
+    from rmix_jax.learner import make_learner
+
+    params = load_policy(run_dir, step, trained)
+    trained_spec = experiment.make_experiment(trained).learner.spec
+    learner = make_learner(config)
+    if learner.spec != dataclasses.replace(trained_spec, episode_limit=learner.spec.episode_limit):
+        raise EvalError(
+            f"eval error: the policy was trained on {trained.env_preset} ({_shape(trained_spec)}); "
+            f"{config.env_preset} has {_shape(learner.spec)}; choose an environment with the same sizes"
+        )
+
+    def play(params, hyper, key):
+        return learner.rollout(params, key, jnp.float32(0.0), episodes, hyper)
+
+    played, stats = jax.device_get(jax.jit(jax.vmap(play))(params, hyper, keys))
+    return played, stats, learner, params
+
+
+def _play_smac(trained: Config, config: Config, num_runs: int, params: Any, hyper: Any, keys: Any,
+               episodes: int, mode: str, replay_dir: Path | None) -> tuple[Any, Any]:
+    """Greedy episodes in StarCraft II, one game per run, stepped from the host."""
+    from rmix_jax.envs import make_host_envs
+    from rmix_jax.envs.smac import SMACError, SMAXLayout, SMAXTransferEnv
+    from rmix_jax.host import HostRunner
+    from rmix_jax.learner import make_learner
+
+    try:
+        games = make_host_envs(config.env, num_runs, seed=config.seed,
+                               replay_dir=str(replay_dir.resolve()) if replay_dir else "")
+        if mode == "transfer":
+            from rmix_jax.envs.smax import SMAXAdapter
+
+            layout = SMAXLayout.of(SMAXAdapter(trained.env.map, trained.env.reward_scale))
+            envs = [SMAXTransferEnv(game, layout) for game in games]
+        else:
+            envs = games
+            trained_spec = make_learner(trained, env=games[0]).spec
+            if trained_spec != games[0].spec:
+                raise EvalError(f"eval error: the policy has {_shape(trained_spec)}; SMAC map {config.env.map} has "
+                                f"{_shape(games[0].spec)}; evaluate on the map it was trained on")
+    except SMACError as err:
+        raise EvalError(str(err)) from None
+    learner = make_learner(trained, env=envs[0])
+    runner = HostRunner(learner, envs, num_runs)
+    try:
+        played, stats = runner.evaluate(params, hyper, keys, episodes)
+        if replay_dir is not None:
+            replay_dir.mkdir(parents=True, exist_ok=True)
+            for env in envs:
+                env.save_replay()
+    finally:
+        runner.close()
+    return played, stats
 
 
 def _shape(spec: Any) -> str:
@@ -238,7 +319,8 @@ def print_report(report: dict[str, Any]) -> None:
         point = ",".join(f"{k}={v}" for k, v in r["point"].items())
         print(f"{r['run']:>4} {r['seed']:>4} {point:<28} {r['return_mean']:>7.2f} +- {r['return_std']:<4.1f} "
               f"{r['won_rate']:>5.2f} {q['0.05']:>8.2f} {q['0.5']:>8.2f} {q['0.95']:>8.2f}")
-    print(f"all runs: return {report['return_mean']:.2f}, win rate {report['won_rate']:.2f}; written to {report['out_dir']}")
+    label = "transfer win rate (SMAX policy in SC2)" if report.get("mode") == "transfer" else "win rate"
+    print(f"all runs: return {report['return_mean']:.2f}, {label} {report['won_rate']:.2f}; written to {report['out_dir']}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -5,7 +5,9 @@ runs. Run ``r`` is seed ``r % S`` of point ``r // S``; every point uses the same
 seed keys (common random numbers, so points differ only by their values). The
 swept values are traced (``learner.Hyper``), so all R runs are one jitted, vmapped
 program whose leading axis is sharded over the local devices (all devices of all
-hosts after ``jax.distributed.initialize()``).
+hosts after ``jax.distributed.initialize()``). An env that cannot be jitted (SMAC)
+runs the same learner pieces around a host-side episode loop (``rmix_jax.host``),
+one game per run and env, on one device.
 
 Shape legend: R runs (leading axis of every state and metric leaf).
 """
@@ -23,6 +25,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from rmix_jax.config import Config
+from rmix_jax.envs import is_jittable
 from rmix_jax.learner import LEARNED_ALPHA, Hyper, Learner, TrainState, hyper_from_config, make_learner
 
 
@@ -97,6 +100,12 @@ def make_experiment(config: Config, devices: list | None = None) -> Experiment:
     if key in _CACHE:
         return dataclasses.replace(_CACHE[key], config=config)
     learner = make_learner(config)
+    if not is_jittable(learner.env):
+        exp = Experiment(config=config, learner=learner, points=points, sharding=None,
+                         init_fn=jax.jit(jax.vmap(learner.init)),
+                         chunk_fn=_host_chunk_fn(config, learner, len(points) * config.num_seeds))
+        _remember(key, exp)
+        return exp
     sharding = None
     if len(used) > 1:
         sharding = NamedSharding(Mesh(np.asarray(used), ("runs",)), PartitionSpec("runs"))
@@ -110,10 +119,30 @@ def make_experiment(config: Config, devices: list | None = None) -> Experiment:
             donate_argnums=0,
         ),
     )
+    _remember(key, exp)
+    return exp
+
+
+def _remember(key: str, exp: Experiment) -> None:
     if len(_CACHE) >= _CACHE_SIZE:
         _CACHE.pop(next(iter(_CACHE)))
     _CACHE[key] = exp
-    return exp
+
+
+def _host_chunk_fn(config: Config, learner: Learner, num_runs: int) -> Callable[[TrainState], tuple[TrainState, dict]]:
+    """``run_chunk`` for an env stepped from the host (SMAC): its games start at the first chunk."""
+    from rmix_jax.envs import make_host_envs
+    from rmix_jax.host import HostRunner
+
+    runner: list[HostRunner] = []
+
+    def chunk(state: TrainState) -> tuple[TrainState, dict]:
+        if not runner:
+            envs = make_host_envs(config.env, num_runs * config.train.num_envs, seed=config.seed)
+            runner.append(HostRunner(learner, envs, num_runs))
+        return runner[0].run_chunk(state)
+
+    return chunk
 
 
 def _hyper_for(point: dict[str, Any]) -> dict[str, float]:

@@ -69,7 +69,9 @@ class SMAXAdapter(JaxMARLAdapter):
         if map_name not in names:
             raise ValueError(f"unknown SMAX map {map_name!r}; choose one of {', '.join(names)}")
         self.map_name = map_name
-        env = jaxmarl.make("HeuristicEnemySMAX", scenario=MAP_NAME_TO_SCENARIO[map_name], **env_kwargs)
+        scenario = MAP_NAME_TO_SCENARIO[map_name]
+        self.scenario_unit_types = scenario.unit_types  # (U,) allies first
+        env = jaxmarl.make("HeuristicEnemySMAX", scenario=scenario, **env_kwargs)
         inner = env._env
         self.num_units = inner.num_agents
         self.num_allies = inner.num_allies
