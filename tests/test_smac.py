@@ -86,10 +86,14 @@ def test_smac_env_spec_and_flags(fake_sc2, monkeypatch):
 def test_native_training_runs_and_logs_finite_losses(fake_sc2, tmp_path):
     from rmix_jax.train import run
 
-    config = load_config(NATIVE + [f"results_dir={tmp_path}", "run_name=native"])
-    run_dir, rows = run(config, progress=False)
+    config = load_config(NATIVE + [f"results_dir={tmp_path}", "run_name=native", "wandb.mode=offline"])
+    run_dir, first = run(config, progress=False, stop_after=1)  # a checkpoint after chunk 1, then resume
+    assert not (run_dir / "params").exists() and (run_dir / "checkpoints").is_dir()
+    _, rows = run(config, progress=False, resume_dir=run_dir)
+    assert rows[: len(first)] == first and len(rows) > len(first)
+    assert any((run_dir / "wandb").glob("offline-run-*"))
     games = [g for g in fake_sc2.instances if g.launched]
-    assert len(games) == 4  # 2 seeds x 2 envs, one game each
+    assert len(games) == 4  # 2 seeds x 2 envs, one game each (kept by the process's experiment)
     assert all(len(g.received) > 0 for g in games)  # every action was available (the fake asserts)
     assert any(r.get("dropped") for g in games for r in g.episode_results)  # info without battle_won happened
     td = [r["td_loss"] for r in rows if r["td_loss"] is not None]
@@ -235,6 +239,19 @@ def test_smac_not_installed_is_one_line(monkeypatch):
     monkeypatch.delenv(ENV_HOOK, raising=False)
     monkeypatch.setitem(sys.modules, "smac", None)  # import smac -> ImportError
     with pytest.raises(SMACError, match=r"SMAC is not installed; run pip install 'rmix_jax\[smac\]'"):
+        SMACEnv("3m")
+
+
+def test_old_sc2_protocol_buffers_name_the_fix(monkeypatch, tmp_path):
+    monkeypatch.delenv(ENV_HOOK, raising=False)
+    (tmp_path / "smac").mkdir()
+    (tmp_path / "smac" / "__init__.py").write_text("")
+    (tmp_path / "smac" / "env.py").write_text(  # what importing pysc2 raises under protobuf >= 4
+        "raise TypeError('Descriptors cannot be created directly.\\nIf this call came from a _pb2.py file')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in ("smac", "smac.env"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    with pytest.raises(SMACError, match="export PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python"):
         SMACEnv("3m")
 
 

@@ -76,6 +76,11 @@ def starcraft2env_class() -> tuple[type, bool]:
     except ImportError:
         raise SMACError("smac error: SMAC is not installed; run pip install 'rmix_jax[smac]' "
                         "(README section 'StarCraft II (SMAC)')") from None
+    except TypeError as err:  # s2clientprotocol's generated code under protobuf >= 4 (what jax/wandb/orbax use)
+        if "Descriptors cannot be created directly" not in str(err):
+            raise
+        raise SMACError("smac error: SC2's protocol buffers are too old for the installed protobuf; "
+                        "export PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python and run again") from None
     return StarCraft2Env, True
 
 
