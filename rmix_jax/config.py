@@ -348,7 +348,7 @@ def _parse_override(text: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw != "" else ""
     except yaml.YAMLError:
         raise ConfigError(f"config error: override {text!r} has a value YAML cannot read; quote or fix it") from None
-    if isinstance(value, str):
+    if isinstance(value, str) and raw.strip()[:1] not in ("'", '"'):  # a quoted value stays a string
         try:  # YAML 1.1 reads 5e-05 (no dot) as a string; a number was meant
             value = float(value) if value.strip().lower() not in ("nan", "inf", "-inf", "infinity") else value
         except ValueError:

@@ -124,7 +124,7 @@ def evaluate(run_target: Path | str, overrides: Sequence[str] = (), episodes: in
     if on_smac:
         params = load_policy(run_dir, step, trained)
         mode = "native" if trained.env.name == "smac" else "transfer"
-        played, stats = _play_smac(trained, config, exp.num_runs, params, hyper, keys, episodes, mode,
+        played, stats = _play_smac(trained, config, exp.learner.spec, params, hyper, keys, episodes, mode,
                                    out_dir / "replays" if replay else None)
     else:
         mode = "jax"
@@ -194,7 +194,7 @@ def _play_jax(run_dir: Path, step: int | None, trained: Config, config: Config, 
     return played, stats, learner, params
 
 
-def _play_smac(trained: Config, config: Config, num_runs: int, params: Any, hyper: Any, keys: Any,
+def _play_smac(trained: Config, config: Config, trained_spec: Any, params: Any, hyper: Any, keys: Any,
                episodes: int, mode: str, replay_dir: Path | None) -> tuple[Any, Any]:
     """Greedy episodes in StarCraft II, one game per run, stepped from the host."""
     from rmix_jax.envs import make_host_envs
@@ -202,6 +202,7 @@ def _play_smac(trained: Config, config: Config, num_runs: int, params: Any, hype
     from rmix_jax.host import HostRunner
     from rmix_jax.learner import make_learner
 
+    num_runs = len(keys)
     try:
         games = make_host_envs(config.env, num_runs, seed=config.seed,
                                replay_dir=str(replay_dir.resolve()) if replay_dir else "")
@@ -212,7 +213,6 @@ def _play_smac(trained: Config, config: Config, num_runs: int, params: Any, hype
             envs = [SMAXTransferEnv(game, layout) for game in games]
         else:
             envs = games
-            trained_spec = make_learner(trained, env=games[0]).spec
             if trained_spec != games[0].spec:
                 raise EvalError(f"eval error: the policy has {_shape(trained_spec)}; SMAC map {config.env.map} has "
                                 f"{_shape(games[0].spec)}; evaluate on the map it was trained on")

@@ -115,6 +115,10 @@ def test_native_training_runs_and_logs_finite_losses(fake_sc2, tmp_path):
     assert len(report["replays"]) == 2 and all(Path(p).is_file() for p in report["replays"])
     data = np.load(tmp_path / "eval" / "alphas.npz")
     assert data["actions"].shape[:2] == (2, 2)
+    from rmix_jax.evaluate import EvalError
+
+    with pytest.raises(EvalError, match="the policy has 3 agents, 9 actions.*SMAC map 5m_vs_6m has 5 agents, 12 actions"):
+        evaluate(run_dir, ["env.map=5m_vs_6m"], episodes=1, out=tmp_path / "eval2")
 
 
 # --- transfer: SMAX policies in SC2 -----------------------------------------------------
@@ -291,6 +295,9 @@ def test_bad_smac_config_values_are_one_line():
     with pytest.raises(ConfigError, match="train.test_interval=100 .*only host-stepped envs"):
         load_config(["train.test_interval=100"])
     assert load_config(["env=smac", "env.difficulty=7"]).env.difficulty == "7"
+    from rmix_jax.config import with_overrides  # a saved config's quoted "7" stays a string
+
+    assert with_overrides(load_config(["env=smac"]), ["env.map=3m"]).env.difficulty == "7"
 
 
 def test_cli_without_smac_prints_one_line(tmp_path):
