@@ -8,7 +8,8 @@ or tabulate runs already made with the CLI (``rmix-train env=smax env.map=3m met
 
     .venv/bin/python benchmarks/smax_rmix_vs_qmix.py --map 3m --runs rmix=results/bench/smax3m_rmix qmix=...
 
-Writes benchmarks/results/smax_<map>_rmix_vs_qmix.{json,png} and prints, per method,
+Writes benchmarks/results/smax_<map>_rmix_vs_qmix.{json,png} (win rate) and
+smax_<map>_rmix_vs_qmix_return.png, and prints, per method,
 the final greedy test win rate (last evaluation, ``train.test_episodes`` episodes per
 seed): mean, std and IQM over seeds with a 95% stratified-bootstrap interval, plus
 the final test return.
@@ -85,6 +86,8 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     fig = analysis.plot_iqm_curves(curves, key="test_won", title=f"SMAX {args.map}: greedy test win rate")
     analysis.save_figure(fig, OUT / f"smax_{args.map}_rmix_vs_qmix.png")
+    fig = analysis.plot_iqm_curves(curves, key="test_return", title=f"SMAX {args.map}: greedy test return")
+    analysis.save_figure(fig, OUT / f"smax_{args.map}_rmix_vs_qmix_return.png")
     command = args.command or "python benchmarks/smax_rmix_vs_qmix.py " + " ".join(
         [f"--map {args.map}", f"--seeds {args.seeds}", *args.overrides])
     (OUT / f"smax_{args.map}_rmix_vs_qmix.json").write_text(
