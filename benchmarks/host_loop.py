@@ -25,20 +25,10 @@ import numpy as np
 
 from rmix_jax import experiment
 from rmix_jax.config import load_config
-from rmix_jax.host import HostRunner
+from rmix_jax.host import HostRunner, StepFromHost
 
 OUT = Path(__file__).parent / "results"
 
-
-class JittedHostEnv:
-    """A jittable env stepped from Python one env at a time, as the host loop steps SC2."""
-
-    jittable = False
-
-    def __init__(self, env):
-        self.spec = env.spec
-        self.reset = jax.jit(env.reset)
-        self.step = jax.jit(env.step)
 
 
 def timed_chunks(chunk_fn, state, chunks: int) -> tuple[float, int, float]:
@@ -104,7 +94,7 @@ def main() -> None:
         config = load_config(overrides + [f"num_seeds={seeds}", "train.t_max=100000000", "wandb.mode=disabled"])
         exp = experiment.make_experiment(config)
         jit_s, jit_steps, jit_first = timed_chunks(exp.chunk_fn, experiment.init_state(exp), args.chunks)
-        env = JittedHostEnv(exp.learner.env)
+        env = StepFromHost(exp.learner.env)
         runner = HostRunner(exp.learner, [env] * (exp.num_runs * config.train.num_envs), exp.num_runs)
         state = experiment.init_state(exp)
         host_s, host_steps, host_first = timed_chunks(runner.run_chunk, state, args.chunks)

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rmix_jax.learner import Episode, Learner, TrainState
+from rmix_jax.learner import Episode, Learner, TrainState, agent_input_dim
 from rmix_jax.networks import zero_carry
 
 
@@ -155,8 +155,6 @@ class HostRunner:
         return Episode(**fields)
 
     def _input_dim(self) -> int:
-        from rmix_jax.learner import agent_input_dim
-
         return agent_input_dim(self.spec)
 
     # --- training ---------------------------------------------------------------------
@@ -202,6 +200,17 @@ class HostRunner:
                 close()
         if self._pool is not None:
             self._pool.shutdown(wait=False)
+
+
+class StepFromHost:
+    """A jittable env stepped from Python one env at a time, as the loop steps SC2 (tests, benchmarks)."""
+
+    jittable = False
+
+    def __init__(self, env: Any) -> None:
+        self.spec = env.spec
+        self.reset = jax.jit(env.reset)
+        self.step = jax.jit(env.step)
 
 
 def _to_numpy(timestep: Any) -> Any:

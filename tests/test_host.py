@@ -5,7 +5,7 @@ import numpy as np
 
 from rmix_jax import experiment
 from rmix_jax.config import load_config
-from rmix_jax.host import HostRunner
+from rmix_jax.host import HostRunner, StepFromHost
 
 # A 4 x 2 grid, 2 seeds, 2 envs each, 3 test episodes (not a multiple of the envs:
 # the host loop's last batch is partial), QR updates mixed in.
@@ -14,23 +14,13 @@ CONFIG = ["env.width=4", "env.height=2", "num_seeds=2", "train.num_envs=2", "tra
           "train.start_to_update_qr=0", "train.qr_interval=40", "train.t_max=400", "wandb.mode=disabled"]
 
 
-class JittedHostEnv:
-    """A jittable env stepped one env at a time from Python, as the host loop steps SC2."""
-
-    jittable = False
-
-    def __init__(self, env):
-        self.spec = env.spec
-        self.reset = jax.jit(env.reset)
-        self.step = jax.jit(env.step)
-
 
 def test_host_loop_matches_jitted_chunks():
     config = load_config(CONFIG)
     exp = experiment.make_experiment(config)
     jitted_state = experiment.init_state(exp)
     host_state = experiment.init_state(exp)
-    env = JittedHostEnv(exp.learner.env)
+    env = StepFromHost(exp.learner.env)
     runner = HostRunner(exp.learner, [env] * (exp.num_runs * config.train.num_envs), exp.num_runs)
     for _ in range(2):
         jitted_state, jitted = jax.device_get(exp.chunk_fn(jitted_state))
