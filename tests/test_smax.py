@@ -126,14 +126,15 @@ def test_learner_updates_on_3m(method="rmix"):
     if method == "rmix":
         assert float(metrics["qr_updates"]) >= 1 and np.isfinite(float(metrics["qr_loss"]))
     assert np.isfinite(float(metrics["test_return"])) and 0.0 <= float(metrics["test_won"]) <= 1.0
-    # stored episodes of different lengths: a filled prefix, reset only at step 0,
-    # terminated at most at the last filled step, padding masked
-    episodes, _ = learner.rollout(state.params, jax.random.PRNGKey(2), jnp.float32(1.0), 4)
-    filled = np.asarray(episodes.filled)
-    lengths = filled.sum(1)
-    for e in range(4):
-        assert filled[e, : lengths[e]].all() and not filled[e, lengths[e]:].any()
-        assert np.asarray(episodes.reset)[e].tolist() == [True] + [False] * 100
-        term = np.nonzero(np.asarray(episodes.terminated)[e])[0]
+    # the episodes in the replay (3 iterations x 2 envs), of different lengths: a filled
+    # prefix, reset only at step 0, terminated at most at the last filled step, padding masked
+    assert int(state.buffer_state.current_index) == 6
+    episodes = jax.tree.map(lambda x: np.asarray(x)[0, :6], state.buffer_state.experience)
+    lengths = episodes.filled.sum(1)
+    assert lengths.min() >= 1 and len(set(lengths.tolist())) > 1
+    for e in range(6):
+        assert episodes.filled[e, : lengths[e]].all() and not episodes.filled[e, lengths[e]:].any()
+        assert episodes.reset[e].tolist() == [True] + [False] * 100
+        term = np.nonzero(episodes.terminated[e])[0]
         assert term.size == 0 or term.tolist() == [lengths[e] - 1]
-        assert np.asarray(episodes.reward)[e, lengths[e]:].sum() == 0.0
+        assert episodes.reward[e, lengths[e]:].sum() == 0.0
