@@ -10,7 +10,6 @@ import pytest
 from rmix_jax import analysis
 from rmix_jax.config import load_config
 from rmix_jax.learner import make_learner
-from rmix_jax.train import run
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["env=macn_7x4", "train.batch_size=4", "train.num_envs=4", "train.buffer_size=16",
@@ -100,16 +99,14 @@ def test_cvar_cutoff_and_action_names():
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs")
-    config = load_config(TINY + ["num_seeds=2", "train.t_max=600", f"results_dir={out}", "run_name=tiny"])
-    run_dir, _ = run(config, progress=False)
-    return run_dir
+def tiny_run(tiny_finished_run):
+    """The session's finished 2-seed run (conftest.TINY_RUN): one program compiled for many tests."""
+    return tiny_finished_run[0]
 
 
 def test_load_run_and_plots(tiny_run, tmp_path):
     loaded = analysis.load_run(tiny_run)
-    assert loaded.num_seeds == 2 and loaded.config.train.t_max == 600
+    assert loaded.num_seeds == 2 and loaded.config.train.t_max == 200 and loaded.config.agent.hidden_dim == 8
     assert analysis.latest_run(tiny_run.parent) == tiny_run
     with pytest.raises(FileNotFoundError, match="make train"):
         analysis.latest_run(tmp_path)
