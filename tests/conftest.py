@@ -34,3 +34,12 @@ def tiny_finished_run(tmp_path_factory):
     run_dir, rows = run(load_config(TINY_RUN + [f"results_dir={root}", "run_name=full"]), progress=False)
     assert max(r["chunk"] for r in rows) >= 3  # enough chunks that stopping at 2 is mid-run
     return run_dir, rows
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks
+def pytest_collection_modifyitems(config, items):
+    """Tests reading the shared tiny run go to one xdist worker (``--dist loadgroup``), so the
+    run is trained once per session rather than once per worker."""
+    for item in items:
+        if "tiny_finished_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("tiny_run"))

@@ -1,5 +1,7 @@
 """Networks: shapes, mixer monotonicity, and where the risk predictor gets gradients."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -58,6 +60,7 @@ def test_sum_and_no_mixer():
     np.testing.assert_array_equal(np.asarray(NoMixer().apply({}, values, jnp.zeros((1, S)))), np.asarray(values))
 
 
+@functools.lru_cache(maxsize=None)  # computed once per mode, read by each parametrized case
 def _predictor_grads(straight_through: bool):
     agent, params = agent_and_params()
     x, px = jax.random.normal(jax.random.PRNGKey(3), (2, 8, N, I))
@@ -69,7 +72,7 @@ def _predictor_grads(straight_through: bool):
         )
         return jnp.sum(values**2)
 
-    return jax.grad(loss)(params)["params"]
+    return jax.jit(jax.grad(loss))(params)["params"]
 
 
 @pytest.mark.parametrize("name", ["risk_torso", "risk_gru", "history_embed", "current_embed"])
