@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -162,7 +161,9 @@ def run_inputs(exp: Experiment) -> tuple[np.ndarray, Hyper]:
 def _put(exp: Experiment, tree: Any) -> Any:
     """Host arrays with a leading run axis -> device arrays laid out by the experiment's sharding."""
     if exp.sharding is None:
-        return jax.tree.map(jnp.asarray, tree)
+        # Committed to the device, as a restored checkpoint is: a fresh and a resumed state then
+        # compile to the same program (one persistent-cache entry serves both).
+        return jax.device_put(tree, jax.devices()[0])
     return jax.tree.map(
         lambda x: jax.make_array_from_callback(x.shape, exp.sharding, lambda index: x[index]), tree
     )
