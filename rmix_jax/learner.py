@@ -526,7 +526,9 @@ def make_learner(config: Config, env: ArrayEnv | None = None) -> Learner:
             qr_opt_state=qr_tx.init(params) if use_qr else None,
             # flashbax starts its index weak-typed; a restored checkpoint's is not, and the
             # two would compile the chunk twice (and miss the persistent compile cache on resume).
-            buffer_state=jax.tree.map(lambda x: jax.lax.convert_element_type(x, x.dtype), buffer.init(empty_episode())),
+            buffer_state=jax.tree.map(
+                lambda x: jax.lax.convert_element_type(x, x.dtype), buffer.init(empty_episode())
+            ),
             key=key,
             t_env=zero,
             episodes=zero,
