@@ -56,7 +56,7 @@ def run(
     from rmix_jax.tracking import Tracker
 
     exp = experiment.make_experiment(config)
-    meta = {"num_runs": exp.num_runs, "env_spec": dataclasses.asdict(exp.learner.spec)}
+    meta = checkpoint_meta(exp)
     started = time.time()
     if resume_dir is None:
         run_dir = results.new_run_dir(config, time.strftime("%Y%m%d-%H%M%S"))
@@ -222,6 +222,11 @@ def resume_config(run_dir: str, overrides: Sequence[str]) -> Config:
     config = with_overrides(saved, overrides)
     check_resume_changes(saved, config)
     return config
+
+
+def checkpoint_meta(exp: Any) -> dict[str, Any]:
+    """What a checkpoint must match to be restored into ``exp``: run count and env spec."""
+    return {"num_runs": exp.num_runs, "env_spec": dataclasses.asdict(exp.learner.spec)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -16,6 +16,10 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _CACHE)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
+# jaxmarl's first import swaps sys.stderr back; imported here, before any test captures
+# output, it cannot hide a CLI's one-line error from capsys.
+import rmix_jax.envs.smax  # noqa: E402,F401
+
 
 # A tiny RMIX run (2 seeds, QR updates from the start) shared by the tooling tests, so
 # the same program is traced and compiled once per session.

@@ -11,10 +11,9 @@ import jax
 import numpy as np
 import pytest
 
-import rmix_jax.envs.smax  # noqa: F401  (jaxmarl's first import swaps sys.stderr: import it before capsys)
 from rmix_jax import checkpoint, results
 from rmix_jax.config import load_config
-from rmix_jax.train import main, resume_config, run
+from rmix_jax.train import checkpoint_meta, main, resume_config, run
 
 from conftest import TINY_RUN
 
@@ -163,15 +162,12 @@ def test_bad_values_give_one_line_errors_and_write_nothing(tmp_path, capsys):
 def test_restored_state_has_the_fresh_states_types_and_placement(uninterrupted):
     # Same dtypes, weak types, shardings and commitment: a resume then runs the program
     # the fresh run compiled (jit and the persistent cache key on all of these).
-    import dataclasses
-
     from rmix_jax import experiment
 
     config = results.load_run_config(uninterrupted)
     exp = experiment.make_experiment(config)
     fresh = experiment.init_state(exp)
-    meta = {"num_runs": exp.num_runs, "env_spec": dataclasses.asdict(exp.learner.spec)}
-    restored, _ = checkpoint.restore(uninterrupted, experiment.abstract_state(exp), meta)
+    restored, _ = checkpoint.restore(uninterrupted, experiment.abstract_state(exp), checkpoint_meta(exp))
     assert jax.tree.structure(fresh) == jax.tree.structure(restored)
 
     def signature(x):

@@ -32,7 +32,8 @@ def test_rmix_with_one_atom_and_alpha_one_equals_qmix():
     target_q = jax.tree.map(lambda x: x * 0.9, qmix_params)
 
     def loss_and_grad(learner, params, target):  # jitted: one compile instead of op-by-op dispatch
-        return jax.jit(jax.value_and_grad(lambda p, t: learner.loss(p, t, batch, jnp.bool_(False))[0]))(params, target)
+        value_and_grad = jax.value_and_grad(lambda p, t: learner.loss(p, t, batch, jnp.bool_(False))[0])
+        return jax.jit(value_and_grad)(params, target)
 
     loss_r, grads_r = loss_and_grad(rmix, rmix_state.params, target_r)
     loss_q, grads_q = loss_and_grad(qmix, qmix_params, target_q)
