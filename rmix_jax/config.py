@@ -29,7 +29,10 @@ RISK_PREDICTORS = ("straight_through", "frozen", "static")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 # Keys a sweep may vary: they are traced values in the learner (rmix_jax.learner.Hyper).
 SWEEPABLE = ("agent.alpha", "train.lr", "train.qr_lr", "train.gamma", "train.epsilon_finish",
-             "train.epsilon_anneal_steps")
+             "train.epsilon_anneal_steps", "train.start_to_update_qr", "train.qr_interval",
+             "train.target_update_interval")
+SWEEP_COUNTS = ("train.epsilon_anneal_steps", "train.start_to_update_qr", "train.qr_interval",
+                "train.target_update_interval")  # sweepable step counts: whole numbers
 MIXERS = ("qmix", "vdn", "none")
 
 
@@ -301,6 +304,8 @@ def _validate_sweep(config: Config) -> None:
                 continue
             _check(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
                    name, value, "use numbers" + (" or learned" if key == "agent.alpha" else ""))
+            if key in SWEEP_COUNTS:
+                _check(float(value).is_integer(), name, value, "use whole numbers")
             try:
                 validate(dataclasses.replace(config.at_point({key: value}), sweep={}))
             except ConfigError as err:

@@ -175,6 +175,12 @@ def init_state(exp: Experiment) -> TrainState:
     return exp.init_fn(_put(exp, keys), _put(exp, hyper))
 
 
+def with_config_hyper(exp: Experiment, state: TrainState) -> TrainState:
+    """``state`` carrying the experiment config's hyperparameters (a resume may raise t_max)."""
+    _, hyper = run_inputs(exp)
+    return state.replace(hyper=_put(exp, hyper))
+
+
 def abstract_state(exp: Experiment) -> TrainState:
     """Shapes, dtypes and shardings of ``init_state``'s result, without computing it."""
     keys, hyper = run_inputs(exp)

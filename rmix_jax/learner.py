@@ -62,6 +62,8 @@ class Hyper:
     Each field is the config key of the same name (``config.SWEEPABLE``: train.lr -> lr).
     ``alpha`` is the static risk level; 0 marks a run of a mixed sweep that learns
     alpha instead (only meaningful when the learner was built for such a sweep).
+    The schedule's step counts are int32 and traced too: configs that differ only in
+    them (the tests' t_max, a resume with a longer t_max) share one compiled program.
     """
 
     lr: chex.Array
@@ -70,20 +72,29 @@ class Hyper:
     epsilon_finish: chex.Array
     epsilon_anneal_steps: chex.Array
     alpha: chex.Array
+    t_max: chex.Array  # env steps per run
+    start_to_update_qr: chex.Array  # env steps
+    qr_interval: chex.Array  # env steps between QR updates
+    target_update_interval: chex.Array  # gradient updates between hard target copies
 
 
 LEARNED_ALPHA = 0.0  # Hyper.alpha of a sweep point that learns alpha
 
 
+INT_HYPER = ("t_max", "start_to_update_qr", "qr_interval", "target_update_interval")  # int32 fields
+
+
 def hyper_from_config(config: Config, **values: float) -> Hyper:
-    """The config's hyperparameters as float32 scalars; ``values`` (Hyper field names) override."""
+    """The config's hyperparameters as scalars (step counts int32, the rest float32);
+    ``values`` (Hyper field names) override."""
     t = config.train
     fields = {
         "lr": t.lr, "qr_lr": t.qr_lr, "gamma": t.gamma, "epsilon_finish": t.epsilon_finish,
         "epsilon_anneal_steps": t.epsilon_anneal_steps, "alpha": config.agent.alpha,
+        **{name: getattr(t, name) for name in INT_HYPER},
     }
     fields.update(values)
-    return Hyper(**{k: jnp.asarray(v, jnp.float32) for k, v in fields.items()})
+    return Hyper(**{k: jnp.asarray(v, jnp.int32 if k in INT_HYPER else jnp.float32) for k, v in fields.items()})
 
 
 @struct.dataclass
@@ -434,8 +445,8 @@ def make_learner(config: Config, env: ArrayEnv | None = None) -> Learner:
         can_learn = buffer.can_sample(state.buffer_state)
         is_qr = (
             jnp.bool_(use_qr)
-            & (state.t_env >= tc.start_to_update_qr)
-            & (state.t_env - state.last_qr_t_env >= tc.qr_interval)
+            & (state.t_env >= state.hyper.start_to_update_qr)
+            & (state.t_env - state.last_qr_t_env >= state.hyper.qr_interval)
         )
         (_, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state.params, state.target_params, batch, is_qr, state.hyper
@@ -483,7 +494,7 @@ def make_learner(config: Config, env: ArrayEnv | None = None) -> Learner:
             episodes=state.episodes + episodes.filled.shape[0],
         )
         state, upd = jax.lax.scan(update, state, jax.random.split(update_key, tc.updates_per_iteration))
-        copy_target = state.updates - state.last_target_update >= tc.target_update_interval
+        copy_target = state.updates - state.last_target_update >= state.hyper.target_update_interval
         state = state.replace(
             target_params=tree_select(copy_target, state.params, state.target_params),
             last_target_update=jnp.where(copy_target, state.updates, state.last_target_update),
@@ -550,7 +561,7 @@ def make_learner(config: Config, env: ArrayEnv | None = None) -> Learner:
         """After a chunk's iterations (``it``: metrics stacked over them): the state kept
         (a run already past t_max stays put, but for its replay), the greedy test's key, and the training
         metrics; the caller adds ``test_metrics`` of the test episodes."""
-        active = state.t_env < tc.t_max
+        active = state.t_env < state.hyper.t_max
         eval_key, key = jax.random.split(new_state.key)
         new_state = new_state.replace(key=key, chunks=new_state.chunks + 1)
         # The replay is not selected back: its episodes from past t_max are never learned
@@ -601,7 +612,7 @@ def make_learner(config: Config, env: ArrayEnv | None = None) -> Learner:
 
         def cond(carry):
             state, _ = carry
-            return (state.t_env < tc.t_max) & (state.chunks < max_chunks)
+            return (state.t_env < state.hyper.t_max) & (state.chunks < max_chunks)
 
         state, history = jax.lax.while_loop(cond, body, (state, history))
         return {"state": state, "metrics": history, "num_chunks": state.chunks}

@@ -68,6 +68,7 @@ def run(
         run_dir = Path(resume_dir)
         state, saved = restore(run_dir, experiment.abstract_state(exp), meta)
         check_resume_changes(config_from_dict(saved["config"]), config)
+        state = experiment.with_config_hyper(exp, state)  # the new t_max, traced in the state
         chunk = int(saved["chunks"])
         # Only now that the checkpoint is known good is anything on disk changed.
         rows = [r for r in results.load_metrics(run_dir) if r["chunk"] < chunk]

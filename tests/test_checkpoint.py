@@ -49,6 +49,20 @@ def test_resume_equals_uninterrupted_run_bit_for_bit(tmp_path, uninterrupted):
     assert_same_runs(uninterrupted, run_dir)
 
 
+def test_resume_with_a_longer_t_max_trains_on(tmp_path, uninterrupted):
+    """t_max is traced in the state: a resume raising it continues every seed (same program)."""
+    run_dir = tmp_path / "longer"
+    shutil.copytree(uninterrupted, run_dir)
+    chunks = len({r["chunk"] for r in results.load_metrics(run_dir)})
+    # stop_after bounds the session should the runs not move on
+    _, rows = run(resume_config(str(run_dir), ["train.t_max=300"]), progress=False, resume_dir=run_dir,
+                  stop_after=chunks + 10)
+    last = max(r["chunk"] for r in rows)
+    assert last >= chunks  # new chunks were trained
+    assert min(r["t_env"] for r in rows if r["chunk"] == last) >= 300
+    assert results.load_run_config(run_dir).train.t_max == 300
+
+
 def test_resume_drops_metrics_written_after_the_checkpoint(tmp_path, uninterrupted):
     config = load_config(TINY + [f"results_dir={tmp_path}", "run_name=part", "checkpoint.every_chunks=2"])
     run_dir, _ = run(config, progress=False, stop_after=3)  # saves at 2 (schedule) and 3 (stop)

@@ -41,6 +41,16 @@ def test_sweep_grid_and_run_layout():
         load_config(["method=rmix", "sweep.agent.alpha=[0.3]"])  # a numeric alpha needs rmix_static
     with pytest.raises(ConfigError, match="sweep.train.lr"):
         load_config(["sweep.train.lr=0.001"])  # not a list
+    with pytest.raises(ConfigError, match="sweep.train.qr_interval.*whole numbers"):
+        load_config(["sweep.train.qr_interval=[100,1.5]"])
+    # the schedule's step counts are traced (int32): sweepable in one program
+    schedule = experiment.make_experiment(load_config(TINY + [
+        "num_seeds=2", "sweep.train.target_update_interval=[50,200]", "sweep.train.start_to_update_qr=[0,1000]"]))
+    _, hyper = experiment.run_inputs(schedule)
+    assert hyper.target_update_interval.dtype == np.int32
+    np.testing.assert_array_equal(hyper.target_update_interval, [50, 50, 50, 50, 200, 200, 200, 200])
+    np.testing.assert_array_equal(hyper.start_to_update_qr, [0, 0, 1000, 1000] * 2)
+    np.testing.assert_array_equal(hyper.t_max, schedule.config.train.t_max)
 
 
 def test_swept_values_act_in_one_program(tmp_path):
@@ -148,7 +158,7 @@ SHARDED = textwrap.dedent("""
 
 def test_runs_shard_over_four_cpu_devices():
     config = TINY + ["method=qmix", "num_seeds=4", "train.t_max=100000", "train.batch_size=2"]
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    env = {**os.environ, "XLA_FLAGS": os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"}
     done = subprocess.run([sys.executable, "-c", SHARDED % (config,)], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
