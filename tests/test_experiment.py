@@ -53,6 +53,7 @@ def test_sweep_grid_and_run_layout():
     np.testing.assert_array_equal(hyper.t_max, schedule.config.train.t_max)
 
 
+@pytest.mark.slow
 def test_swept_values_act_in_one_program(tmp_path):
     """One program of 2 x 2 points: lr = 0 leaves the TD-trained parameters at their init, a
     static alpha is the only level acted on, and epsilon follows each point's anneal length."""
@@ -156,6 +157,7 @@ SHARDED = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_runs_shard_over_four_cpu_devices():
     config = TINY + ["method=qmix", "num_seeds=4", "train.t_max=100000", "train.batch_size=2"]
     env = {**os.environ, "XLA_FLAGS": os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"}

@@ -2,6 +2,7 @@
 
 import jax
 import numpy as np
+import pytest
 
 from rmix_jax import experiment
 from rmix_jax.config import load_config
@@ -15,6 +16,7 @@ CONFIG = ["env.width=4", "env.height=2", "num_seeds=2", "train.num_envs=2", "tra
 
 
 
+@pytest.mark.slow
 def test_host_loop_matches_jitted_chunks():
     config = load_config(CONFIG)
     exp = experiment.make_experiment(config)

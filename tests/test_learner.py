@@ -97,6 +97,7 @@ def test_every_method_trains_a_chunk_with_finite_losses(method):
     assert int(state.updates) > 0 and int(state.t_env) > 0
 
 
+@pytest.mark.slow
 def test_pure_train_runs_vmapped_seeds_that_differ():
     cfg = load_config(TINY + ["train.t_max=300", "method=qmix"])
     learner = make_learner(cfg)

@@ -19,6 +19,7 @@ PROBE = ["env.width=3", "env.height=2", "env.cliff_reward=0.0", "agent.hidden_di
          "train.iterations_per_eval=5"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["qmix", "rmix"])
 def test_learns_probe_optimum(method):
     learner = make_learner(load_config(PROBE + [f"method={method}"]))

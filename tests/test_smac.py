@@ -83,6 +83,7 @@ def test_smac_env_spec_and_flags(fake_sc2, monkeypatch):
     assert ts.terminated and ts.won and not ts.truncated and ts.reward > 0
 
 
+@pytest.mark.slow
 def test_native_training_runs_and_logs_finite_losses(fake_sc2, tmp_path):
     from rmix_jax.train import run
 

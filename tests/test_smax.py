@@ -111,6 +111,7 @@ def test_per_map_values_and_overrides():
     assert qmix.agent.num_atoms == 1 and not qmix.train.use_qr
 
 
+@pytest.mark.slow
 def test_learner_updates_on_3m(method="rmix"):
     # QMIX runs the same code path (M = 1, static alpha); RMIX also exercises the QR update.
     config = load_config([

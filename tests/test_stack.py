@@ -7,6 +7,8 @@ fresh interpreter under a timeout, so a hang fails the test instead of stalling 
 import subprocess
 import sys
 
+import pytest
+
 SCRIPT = """
 import jax, jax.numpy as jnp
 from rmix_jax.config import load_config
@@ -22,6 +24,7 @@ print("ok")
 """
 
 
+@pytest.mark.slow
 def test_vmapped_multi_seed_init_does_not_hang():
     for seed in range(3):
         proc = subprocess.run([sys.executable, "-c", SCRIPT.format(seed=seed)], capture_output=True, text=True, timeout=180)
