@@ -598,7 +598,9 @@ def make_learner(config: Config, env: ArrayEnv | None = None) -> Learner:
     max_chunks = math.ceil(tc.t_max / (tc.iterations_per_eval * tc.num_envs)) + 1
 
     def train(rng: chex.PRNGKey, hyper: Hyper | None = None) -> dict:
-        """Pure: init, then chunks until t_env >= t_max. Metrics rows past ``num_chunks`` are zero."""
+        """Pure: init, then chunks until t_env >= t_max. Metrics rows past ``num_chunks`` are zero.
+        The metrics history holds the chunks the config's t_max needs: a ``hyper.t_max`` above
+        the config's stops there."""
         state = init(rng, hyper)
         _, example = jax.eval_shape(run_chunk, state)
         history = jax.tree.map(lambda s: jnp.zeros((max_chunks, *s.shape), s.dtype), example)
