@@ -31,8 +31,6 @@ WANDB_MODES = ("auto", "online", "offline", "disabled")
 SWEEPABLE = ("agent.alpha", "train.lr", "train.qr_lr", "train.gamma", "train.epsilon_finish",
              "train.epsilon_anneal_steps", "train.start_to_update_qr", "train.qr_interval",
              "train.target_update_interval")
-SWEEP_COUNTS = ("train.epsilon_anneal_steps", "train.start_to_update_qr", "train.qr_interval",
-                "train.target_update_interval")  # sweepable step counts: whole numbers
 MIXERS = ("qmix", "vdn", "none")
 
 
@@ -304,8 +302,8 @@ def _validate_sweep(config: Config) -> None:
                 continue
             _check(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
                    name, value, "use numbers" + (" or learned" if key == "agent.alpha" else ""))
-            if key in SWEEP_COUNTS:
-                _check(float(value).is_integer(), name, value, "use whole numbers")
+            group, field = key.split(".")  # the key's own type: step counts take whole numbers
+            _coerce(name, value, typing.get_type_hints(type(getattr(config, group)))[field])
             try:
                 validate(dataclasses.replace(config.at_point({key: value}), sweep={}))
             except ConfigError as err:

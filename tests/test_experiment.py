@@ -41,7 +41,7 @@ def test_sweep_grid_and_run_layout():
         load_config(["method=rmix", "sweep.agent.alpha=[0.3]"])  # a numeric alpha needs rmix_static
     with pytest.raises(ConfigError, match="sweep.train.lr"):
         load_config(["sweep.train.lr=0.001"])  # not a list
-    with pytest.raises(ConfigError, match="sweep.train.qr_interval.*whole numbers"):
+    with pytest.raises(ConfigError, match="sweep.train.qr_interval=1.5.*whole number"):
         load_config(["sweep.train.qr_interval=[100,1.5]"])
     # the schedule's step counts are traced (int32): sweepable in one program
     schedule = experiment.make_experiment(load_config(TINY + [
