@@ -52,6 +52,7 @@ class EnvConfig:
     reward_scale: float = 1.0
     map: str = "3m"  # SMAX scenario or SMAC map (SMAC map names); unused by MACN
     difficulty: str = "7"  # SMAC's built-in AI level; unused elsewhere
+    dead_noop: bool = False  # SMAX: a no-op action only dead units have (SMAC's), instead of stop
 
 
 @dataclass(frozen=True)

@@ -178,15 +178,18 @@ def test_action_and_availability_maps_index_by_index():
     smac = np.array([[0, 1, 1, 0, 0, 1, 0, 1, 0],   # alive: stop, N, W, attack 1
                      [1, 0, 0, 0, 0, 0, 0, 0, 0]])  # dead
     np.testing.assert_array_equal(smac_to_smax_avail(smac), [[1, 0, 0, 1, 1, 0, 1, 0], [0, 0, 0, 0, 1, 0, 0, 0]])
+    # A policy with the dead units' no-op (env.dead_noop) has it as its last action.
+    np.testing.assert_array_equal(smac_to_smax_avail(smac, dead_noop=True),
+                                  [[1, 0, 0, 1, 1, 0, 1, 0, 0], [0, 0, 0, 0, 0, 0, 0, 0, 1]])
     # Enemy movement from displacement: N/E/S/W unit vectors, 0 below 0.1.
     np.testing.assert_array_equal(snap_to_direction(np.array([[0.0, 0.5], [-2.0, 0.3], [0.01, 0.0]])),
                                   [[0, 1], [-1, 0], [0, 0]])
 
 
-def _smax_run(tmp_path, map_name="3m"):
+def _smax_run(tmp_path, map_name="3m", extra=()):
     """A SMAX run directory holding freshly initialised policies (2 seeds)."""
     config = load_config(["env=smax", f"env.map={map_name}", "num_seeds=2", "agent.hidden_dim=16",
-                          f"results_dir={tmp_path}", "run_name=smax", "wandb.mode=disabled"])
+                          f"results_dir={tmp_path}", "run_name=smax", "wandb.mode=disabled", *extra])
     exp = experiment.make_experiment(config)
     state = experiment.init_state(exp)
     run_dir = tmp_path / "smax"
@@ -196,10 +199,12 @@ def _smax_run(tmp_path, map_name="3m"):
     return run_dir
 
 
-def test_transfer_evaluation_maps_every_action(fake_sc2, tmp_path):
+@pytest.mark.parametrize("dead_noop", [False, True])
+def test_transfer_evaluation_maps_every_action(fake_sc2, tmp_path, dead_noop):
     from rmix_jax.evaluate import evaluate
 
-    run_dir = _smax_run(tmp_path)
+    run_dir = _smax_run(tmp_path, extra=[f"env.dead_noop={dead_noop}"])
+    dead_action = 8 if dead_noop else 4  # the policy's no-op (its last action), else SMAX's stop
     report = evaluate(run_dir, ["env=smac"], episodes=3, out=tmp_path / "eval")
     assert report["mode"] == "transfer" and report["eval_env"]["map"] == "3m"
     data = np.load(tmp_path / "eval" / "alphas.npz")
@@ -214,8 +219,8 @@ def test_transfer_evaluation_maps_every_action(fake_sc2, tmp_path):
         for smax_step, smac_step in zip(smax_actions, sent):
             for a, b in zip(smax_step, smac_step):
                 if b == 0:
-                    mapped["noop"] += 1  # a dead unit: SMAX's stop becomes SMAC's no-op
-                    assert a == 4
+                    mapped["noop"] += 1  # a dead unit: SMAX's stop or the no-op becomes SMAC's no-op
+                    assert a == dead_action
                 elif a < 4:
                     mapped["move"] += 1
                     assert b == [2, 4, 3, 5][a]
@@ -224,7 +229,8 @@ def test_transfer_evaluation_maps_every_action(fake_sc2, tmp_path):
                     assert b == 1
                 else:
                     mapped["attack"] += 1
-                    assert b == a + 1
+                    assert b == a + 1 and a != 8
+    assert mapped["noop"] > 0  # dead units occurred
     assert sum(mapped.values()) > 0
 
 

@@ -62,6 +62,28 @@ def test_reset_state_is_normalised_and_moves_available(env3m):
     assert not bool(ts.terminated | ts.truncated | ts.won)
 
 
+def test_dead_noop_is_a_dead_units_only_action_and_plays_as_stop(env3m):
+    env = SMAXAdapter("3m", reward_scale=10.0, dead_noop=True)
+    assert env.spec.num_actions == env3m.spec.num_actions + 1 == 9
+    env_state, ts = env.reset(KEY)
+    plain_state, plain_ts = env3m.reset(KEY)
+    np.testing.assert_array_equal(ts.avail, np.pad(plain_ts.avail, ((0, 0), (0, 1))))  # all alive: no no-op
+    alive = np.ones(6, bool)
+    alive[1] = False
+    env_state, plain_state = set_units(env_state, alive), set_units(plain_state, alive)
+    avail = np.asarray(env.available_actions(env_state))
+    np.testing.assert_array_equal(avail[1], [0] * 8 + [1])  # the dead ally: only the no-op
+    np.testing.assert_array_equal(avail[[0, 2]], np.pad(np.asarray(env3m.available_actions(plain_state))[[0, 2]],
+                                                        ((0, 0), (0, 1))))
+    # The no-op is sent to SMAX as stop: the same step as the plain adapter's stop.
+    _, ts_noop = jax.jit(env.step)(KEY, env_state, jnp.array([0, 8, 2]))
+    _, ts_stop = jax.jit(env3m.step)(KEY, plain_state, jnp.array([0, 4, 2]))
+    np.testing.assert_array_equal(ts_noop.obs, ts_stop.obs)
+    np.testing.assert_array_equal(ts_noop.state, ts_stop.state)
+    assert float(ts_noop.reward) == float(ts_stop.reward)
+    assert load_config(["env=smax", "env.dead_noop=true"]).env.dead_noop
+
+
 def test_reward_scale_multiplies_the_team_reward():
     env1, env10 = SMAXAdapter("3m", reward_scale=1.0), SMAXAdapter("3m", reward_scale=10.0)
     state1, _ = env1.reset(KEY)

@@ -25,7 +25,7 @@ def make_env(env_config) -> ArrayEnv:
     elif env_config.name == "smax":
         from rmix_jax.envs.smax import SMAXAdapter
 
-        env = SMAXAdapter(env_config.map, env_config.reward_scale)
+        env = SMAXAdapter(env_config.map, env_config.reward_scale, dead_noop=env_config.dead_noop)
     elif env_config.name == "smac":
         return make_host_envs(env_config, 1, seed=None)[0]
     else:  # config validation has already rejected other names

@@ -67,12 +67,16 @@ class JaxMARLAdapter:
         """The mixer's state from an observation dict; subclasses may normalise it."""
         return obs["world_state"]
 
-    def _timestep(self, obs: dict, env_state: Any, reward, terminated, truncated, won) -> TimeStep:
+    def available_actions(self, env_state: Any) -> chex.Array:
+        """(N, A) 0/1 from the env's per-agent dict; subclasses may add actions."""
         avail = self.env.get_avail_actions(env_state)
+        return jnp.stack([avail[a] for a in self.env.agents]).astype(jnp.int32)
+
+    def _timestep(self, obs: dict, env_state: Any, reward, terminated, truncated, won) -> TimeStep:
         return TimeStep(
             obs=jnp.stack([obs[a] for a in self.env.agents]).astype(jnp.float32),
             state=self.global_state(obs).astype(jnp.float32),
-            avail=jnp.stack([avail[a] for a in self.env.agents]).astype(jnp.int32),
+            avail=self.available_actions(env_state),
             reward=jnp.asarray(reward, jnp.float32) * self.reward_scale,
             terminated=jnp.asarray(terminated, bool),
             truncated=jnp.asarray(truncated, bool),

@@ -178,6 +178,7 @@ class SMAXLayout:
     num_enemy_actions: int
     obs_dim: int
     state_dim: int
+    dead_noop: bool = False  # the policy has SMAC's no-op for dead units as its last action
 
     @classmethod
     def of(cls, adapter: Any) -> "SMAXLayout":
@@ -189,7 +190,7 @@ class SMAXLayout:
             type_health=np.asarray(inner.unit_type_health, np.float64),
             sight_range=np.asarray(inner.unit_type_sight_ranges, np.float64),
             num_ally_actions=int(inner.num_ally_actions), num_enemy_actions=int(inner.num_enemy_actions),
-            obs_dim=adapter.spec.obs_dim, state_dim=adapter.spec.state_dim,
+            obs_dim=adapter.spec.obs_dim, state_dim=adapter.spec.state_dim, dead_noop=adapter.dead_noop,
         )
 
 
@@ -277,13 +278,18 @@ def smax_to_smac_actions(actions: np.ndarray, smac_avail: np.ndarray) -> np.ndar
     return np.where(dead, SMAC_NOOP, mapped)
 
 
-def smac_to_smax_avail(smac_avail: np.ndarray) -> np.ndarray:
-    """SMAC's (N, 6 + m) availability -> SMAX's (N, 5 + m); dead units may only stop (as in SMAX)."""
+def smac_to_smax_avail(smac_avail: np.ndarray, dead_noop: bool = False) -> np.ndarray:
+    """SMAC's (N, 6 + m) availability -> SMAX's (N, 5 + m); dead units may only stop (as in SMAX).
+
+    With ``dead_noop`` (N, 6 + m): the adapter's extra last action, a dead unit's only one."""
     smac_avail = np.asarray(smac_avail, np.int32)
-    avail = np.concatenate([smac_avail[:, SMAX_TO_SMAC_MOVE], smac_avail[:, 6:]], axis=1)
+    parts = [smac_avail[:, SMAX_TO_SMAC_MOVE], smac_avail[:, 6:]]
+    if dead_noop:
+        parts.append(np.zeros((len(smac_avail), 1), np.int32))
+    avail = np.concatenate(parts, axis=1)
     dead = (smac_avail[:, SMAC_NOOP] > 0) & (smac_avail[:, 1:].sum(axis=1) == 0)
     avail[dead] = 0
-    avail[dead, SMAX_STOP] = 1
+    avail[dead, -1 if dead_noop else SMAX_STOP] = 1
     return avail
 
 
@@ -327,7 +333,8 @@ class SMAXTransferEnv:
                 f"SMAC map {smac.map_name} has {sc2_spec.num_agents} agents with {sc2_spec.num_actions} SMAC actions "
                 f"({sc2_spec.num_actions - 1} in SMAX terms); pick a map with the same units"
             )
-        self.spec = EnvSpec(num_agents=layout.num_allies, num_actions=smax_actions, obs_dim=layout.obs_dim,
+        self.spec = EnvSpec(num_agents=layout.num_allies, num_actions=smax_actions + int(layout.dead_noop),
+                            obs_dim=layout.obs_dim,
                             state_dim=layout.state_dim, episode_limit=sc2_spec.episode_limit)
         self._prev_pos: np.ndarray | None = None
         self._last_actions = np.full(layout.num_allies, SMAX_STOP)
@@ -361,7 +368,7 @@ class SMAXTransferEnv:
         table = self.unit_table()
         return inner.replace(
             obs=smax_observation(table, self.layout), state=smax_state(table, self.layout),
-            avail=smac_to_smax_avail(inner.avail),
+            avail=smac_to_smax_avail(inner.avail, self.layout.dead_noop),
         )
 
     def reset(self, key: Any = None) -> tuple[None, TimeStep]:
@@ -374,6 +381,8 @@ class SMAXTransferEnv:
 
     def step(self, key: Any, env_state: Any, actions: Any) -> tuple[None, TimeStep]:
         actions = np.asarray(actions, np.int64)
+        # The dead units' no-op (dead_noop) is SMAX's stop, as the adapter sends it.
+        actions = np.where(actions == self.layout.num_ally_actions, SMAX_STOP, actions)
         smac_actions = smax_to_smac_actions(actions, self._smac_avail)
         self.smac_actions.append(smac_actions)
         _, inner = self.smac.step(key, None, smac_actions)

@@ -14,13 +14,18 @@ What the adapter fixes on top of ``HeuristicEnemySMAX`` (SPEC section 3):
 - the global state is normalised: positions by the map size, weapon cooldowns by
   the longest cooldown; JaxMARL's trailing raw team and type ids are dropped (the
   unit order fixes the team, the type is already one-hot in each unit's features);
-- the team reward (identical for all allies) times ``reward_scale``.
+- the team reward (identical for all allies) times ``reward_scale``;
+- optionally (``dead_noop``) an extra last action, a no-op that only dead units have
+  and only they may take, as in SMAC: SMAX gives a dead unit its stop action, so the
+  stop utility of living units is trained on dead units' steps too. The no-op is sent
+  to SMAX as stop.
 
 Shape legend: N allies, U all units, F per-unit state features.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import chex
@@ -64,7 +69,7 @@ def map_names() -> list[str]:
 class SMAXAdapter(JaxMARLAdapter):
     """Array view of ``HeuristicEnemySMAX`` on one map (see the module docstring)."""
 
-    def __init__(self, map_name: str, reward_scale: float = 1.0, **env_kwargs: Any) -> None:
+    def __init__(self, map_name: str, reward_scale: float = 1.0, dead_noop: bool = False, **env_kwargs: Any) -> None:
         names = map_names()
         if map_name not in names:
             raise ValueError(f"unknown SMAX map {map_name!r}; choose one of {', '.join(names)}")
@@ -77,7 +82,12 @@ class SMAXAdapter(JaxMARLAdapter):
         self.num_allies = inner.num_allies
         self.num_unit_features = len(inner.own_features)
         self.state_scale = self._state_scale(inner)
+        self.stop_action = int(inner.num_movement_actions) - 1
+        self.dead_noop = bool(dead_noop)
         super().__init__(env, int(inner.max_steps), reward_scale)
+        self.noop_action = self.spec.num_actions  # the extra action's index, when dead_noop
+        if self.dead_noop:
+            self.spec = replace(self.spec, num_actions=self.spec.num_actions + 1)
 
     @staticmethod
     def _state_scale(inner: Any) -> jax.Array:
@@ -92,7 +102,17 @@ class SMAXAdapter(JaxMARLAdapter):
         units = world_state[: self.num_units * self.num_unit_features].reshape(self.num_units, -1)
         return (units / self.state_scale).reshape(-1)
 
+    def available_actions(self, env_state: Any) -> chex.Array:
+        """(N, A) SMAX availability; with ``dead_noop`` (N, A + 1), a dead unit only the no-op."""
+        avail = super().available_actions(env_state)
+        if not self.dead_noop:
+            return avail
+        alive = env_state.state.unit_alive[: self.num_allies, None]
+        noop = jax.nn.one_hot(jnp.full((self.num_allies,), self.noop_action), self.spec.num_actions, dtype=jnp.int32)
+        return jnp.where(alive, jnp.pad(avail, ((0, 0), (0, 1))), noop)
+
     def step(self, key: chex.PRNGKey, env_state: Any, actions: chex.Array) -> tuple[Any, TimeStep]:
+        actions = jnp.where(actions == self.noop_action, self.stop_action, actions)
         action_dict = {a: actions[i] for i, a in enumerate(self.env.agents)}
         obs, env_state, rewards, dones, _ = self.env.step_env(key, env_state, action_dict)
         alive = env_state.state.unit_alive
