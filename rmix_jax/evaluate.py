@@ -209,7 +209,8 @@ def _play_smac(trained: Config, config: Config, trained_spec: Any, params: Any, 
         if mode == "transfer":
             from rmix_jax.envs.smax import SMAXAdapter
 
-            layout = SMAXLayout.of(SMAXAdapter(trained.env.map, trained.env.reward_scale, dead_noop=trained.env.dead_noop))
+            smax = SMAXAdapter(trained.env.map, trained.env.reward_scale, dead_noop=trained.env.dead_noop)
+            layout = SMAXLayout.of(smax)
             envs = [SMAXTransferEnv(game, layout) for game in games]
         else:
             envs = games

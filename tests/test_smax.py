@@ -73,8 +73,8 @@ def test_dead_noop_is_a_dead_units_only_action_and_plays_as_stop(env3m):
     env_state, plain_state = set_units(env_state, alive), set_units(plain_state, alive)
     avail = np.asarray(env.available_actions(env_state))
     np.testing.assert_array_equal(avail[1], [0] * 8 + [1])  # the dead ally: only the no-op
-    np.testing.assert_array_equal(avail[[0, 2]], np.pad(np.asarray(env3m.available_actions(plain_state))[[0, 2]],
-                                                        ((0, 0), (0, 1))))
+    plain_avail = np.asarray(env3m.available_actions(plain_state))
+    np.testing.assert_array_equal(avail[[0, 2]], np.pad(plain_avail[[0, 2]], ((0, 0), (0, 1))))
     # The no-op is sent to SMAX as stop: the same step as the plain adapter's stop.
     _, ts_noop = jax.jit(env.step)(KEY, env_state, jnp.array([0, 8, 2]))
     _, ts_stop = jax.jit(env3m.step)(KEY, plain_state, jnp.array([0, 4, 2]))

@@ -69,7 +69,8 @@ def map_names() -> list[str]:
 class SMAXAdapter(JaxMARLAdapter):
     """Array view of ``HeuristicEnemySMAX`` on one map (see the module docstring)."""
 
-    def __init__(self, map_name: str, reward_scale: float = 1.0, dead_noop: bool = False, **env_kwargs: Any) -> None:
+    def __init__(self, map_name: str, reward_scale: float = 1.0, dead_noop: bool = False,
+                 **env_kwargs: Any) -> None:
         names = map_names()
         if map_name not in names:
             raise ValueError(f"unknown SMAX map {map_name!r}; choose one of {', '.join(names)}")
@@ -108,7 +109,8 @@ class SMAXAdapter(JaxMARLAdapter):
         if not self.dead_noop:
             return avail
         alive = env_state.state.unit_alive[: self.num_allies, None]
-        noop = jax.nn.one_hot(jnp.full((self.num_allies,), self.noop_action), self.spec.num_actions, dtype=jnp.int32)
+        noop = jax.nn.one_hot(jnp.full((self.num_allies,), self.noop_action), self.spec.num_actions,
+                              dtype=jnp.int32)
         return jnp.where(alive, jnp.pad(avail, ((0, 0), (0, 1))), noop)
 
     def step(self, key: chex.PRNGKey, env_state: Any, actions: chex.Array) -> tuple[Any, TimeStep]:
