@@ -26,6 +26,7 @@ STOP, FIRST_ATTACK = 4, 5  # SMAX: 0-3 move, 4 stop, 5+j attack enemy j
 def seed_behaviour(run, seed: int, episodes: int, key: jax.Array) -> dict:
     learner = run.learner
     num_allies = learner.env.num_allies
+    num_enemies = learner.env.num_units - num_allies
     roll = jax.jit(lambda p, k: learner.rollout(p, k, jnp.float32(0.0), episodes, keep_env_states=True))
     eps, stats, (env_states, _) = jax.device_get(roll(run.seed_params(seed), key))
     units = env_states.state  # per step, before it: (E, T, U, ...)
@@ -34,7 +35,8 @@ def seed_behaviour(run, seed: int, episodes: int, key: jax.Array) -> dict:
     steps = alive.shape[1]
     filled = np.asarray(eps.filled)[:, :steps]
     actions = np.asarray(eps.actions)[:, :steps]
-    can_attack = np.asarray(eps.avail)[:, :steps, :, FIRST_ATTACK:].any(-1)
+    # (an env.dead_noop run has its no-op after the attacks; living units never have it)
+    can_attack = np.asarray(eps.avail)[:, :steps, :, FIRST_ATTACK:FIRST_ATTACK + num_enemies].any(-1)
     living = alive[:, :, :num_allies] & filled[..., None]
     taken = actions[living]
     gaps = np.linalg.norm(positions[:, :, :num_allies, None] - positions[:, :, None, num_allies:], axis=-1)
