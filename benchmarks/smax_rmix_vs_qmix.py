@@ -9,7 +9,7 @@ or tabulate runs already made with the CLI (``rmix-train env=smax env.map=3m met
     .venv/bin/python benchmarks/smax_rmix_vs_qmix.py --map 3m --runs rmix=results/bench/smax3m_rmix qmix=...
 
 Writes benchmarks/results/smax_<map>_rmix_vs_qmix.{json,png} (win rate) and
-smax_<map>_rmix_vs_qmix_return.png, and prints, per method,
+smax_<map>_rmix_vs_qmix_return.png (``--name X``: smax_<map>_X_rmix_vs_qmix...), and prints, per method,
 the final greedy test win rate (last evaluation, ``train.test_episodes`` episodes per
 seed): mean, std and IQM over seeds with a 95% stratified-bootstrap interval, plus
 the final test return.
@@ -71,7 +71,9 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["rmix", "qmix"])
     parser.add_argument("--runs", nargs="*", default=[], help="method=run_dir pairs to tabulate instead of training")
     parser.add_argument("--command", default="", help="the command that made --runs, recorded in the JSON")
+    parser.add_argument("--name", default="", help="a variant name in the output file names")
     args = parser.parse_args()
+    stem = f"smax_{args.map}_{args.name + '_' if args.name else ''}rmix_vs_qmix"
     run_dirs = dict(pair.split("=", 1) for pair in args.runs)
     for method in args.methods:
         if method not in run_dirs:
@@ -85,12 +87,13 @@ def main() -> None:
         curves[method] = rows
     OUT.mkdir(parents=True, exist_ok=True)
     fig = analysis.plot_iqm_curves(curves, key="test_won", title=f"SMAX {args.map}: greedy test win rate")
-    analysis.save_figure(fig, OUT / f"smax_{args.map}_rmix_vs_qmix.png")
+    analysis.save_figure(fig, OUT / f"{stem}.png")
     fig = analysis.plot_iqm_curves(curves, key="test_return", title=f"SMAX {args.map}: greedy test return")
-    analysis.save_figure(fig, OUT / f"smax_{args.map}_rmix_vs_qmix_return.png")
+    analysis.save_figure(fig, OUT / f"{stem}_return.png")
     command = args.command or "python benchmarks/smax_rmix_vs_qmix.py " + " ".join(
-        [f"--map {args.map}", f"--seeds {args.seeds}", *args.overrides])
-    (OUT / f"smax_{args.map}_rmix_vs_qmix.json").write_text(
+        [f"--map {args.map}", f"--seeds {args.seeds}", *([f"--name {args.name}"] if args.name else []),
+         *args.overrides])
+    (OUT / f"{stem}.json").write_text(
         json.dumps({"map": args.map, "command": command, "rows": table}, indent=2))
     print(f"\nSMAX {args.map}: final greedy test win rate (last evaluation per seed)")
     print(f"{'method':<8} {'seeds':>5} {'env steps':>10} {'mean':>6} {'std':>6} {'IQM':>6} {'IQM 95% CI':>14} "
