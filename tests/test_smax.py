@@ -75,9 +75,12 @@ def test_dead_noop_is_a_dead_units_only_action_and_plays_as_stop(env3m):
     np.testing.assert_array_equal(avail[1], [0] * 8 + [1])  # the dead ally: only the no-op
     plain_avail = np.asarray(env3m.available_actions(plain_state))
     np.testing.assert_array_equal(avail[[0, 2]], np.pad(plain_avail[[0, 2]], ((0, 0), (0, 1))))
-    # The no-op is sent to SMAX as stop: the same step as the plain adapter's stop.
-    _, ts_noop = jax.jit(env.step)(KEY, env_state, jnp.array([0, 8, 2]))
-    _, ts_stop = jax.jit(env3m.step)(KEY, plain_state, jnp.array([0, 4, 2]))
+    # The no-op is sent to SMAX as stop (SMAX itself ignores a dead unit's action).
+    np.testing.assert_array_equal(env.env_actions(jnp.array([0, 8, 7])), [0, 4, 7])
+    np.testing.assert_array_equal(env3m.env_actions(jnp.array([0, 4, 7])), [0, 4, 7])
+    step = jax.jit(env.step)
+    _, ts_noop = step(KEY, env_state, jnp.array([0, 8, 2]))
+    _, ts_stop = step(KEY, env_state, jnp.array([0, 4, 2]))
     np.testing.assert_array_equal(ts_noop.obs, ts_stop.obs)
     np.testing.assert_array_equal(ts_noop.state, ts_stop.state)
     assert float(ts_noop.reward) == float(ts_stop.reward)

@@ -113,8 +113,12 @@ class SMAXAdapter(JaxMARLAdapter):
                               dtype=jnp.int32)
         return jnp.where(alive, jnp.pad(avail, ((0, 0), (0, 1))), noop)
 
+    def env_actions(self, actions: chex.Array) -> chex.Array:
+        """(N,) policy actions -> SMAX's: the dead units' no-op (``dead_noop``) becomes stop."""
+        return jnp.where(actions == self.noop_action, self.stop_action, actions) if self.dead_noop else actions
+
     def step(self, key: chex.PRNGKey, env_state: Any, actions: chex.Array) -> tuple[Any, TimeStep]:
-        actions = jnp.where(actions == self.noop_action, self.stop_action, actions)
+        actions = self.env_actions(actions)
         action_dict = {a: actions[i] for i, a in enumerate(self.env.agents)}
         obs, env_state, rewards, dones, _ = self.env.step_env(key, env_state, action_dict)
         alive = env_state.state.unit_alive
