@@ -115,7 +115,9 @@ class SMAXAdapter(JaxMARLAdapter):
 
     def env_actions(self, actions: chex.Array) -> chex.Array:
         """(N,) policy actions -> SMAX's: the dead units' no-op (``dead_noop``) becomes stop."""
-        return jnp.where(actions == self.noop_action, self.stop_action, actions) if self.dead_noop else actions
+        if not self.dead_noop:
+            return actions
+        return jnp.where(actions == self.noop_action, self.stop_action, actions)
 
     def step(self, key: chex.PRNGKey, env_state: Any, actions: chex.Array) -> tuple[Any, TimeStep]:
         actions = self.env_actions(actions)
