@@ -334,8 +334,8 @@ class SMAXTransferEnv:
                 f"({sc2_spec.num_actions - 1} in SMAX terms); pick a map with the same units"
             )
         self.spec = EnvSpec(num_agents=layout.num_allies, num_actions=smax_actions + int(layout.dead_noop),
-                            obs_dim=layout.obs_dim,
-                            state_dim=layout.state_dim, episode_limit=sc2_spec.episode_limit)
+                            obs_dim=layout.obs_dim, state_dim=layout.state_dim,
+                            episode_limit=sc2_spec.episode_limit)
         self._prev_pos: np.ndarray | None = None
         self._last_actions = np.full(layout.num_allies, SMAX_STOP)
         self.smac_actions: list[np.ndarray] = []  # SMAC actions sent, per step (for checks and analysis)

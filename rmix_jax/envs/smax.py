@@ -109,9 +109,8 @@ class SMAXAdapter(JaxMARLAdapter):
         if not self.dead_noop:
             return avail
         alive = env_state.state.unit_alive[: self.num_allies, None]
-        noop = jax.nn.one_hot(jnp.full((self.num_allies,), self.noop_action), self.spec.num_actions,
-                              dtype=jnp.int32)
-        return jnp.where(alive, jnp.pad(avail, ((0, 0), (0, 1))), noop)
+        only_noop = (jnp.arange(self.spec.num_actions) == self.noop_action).astype(jnp.int32)
+        return jnp.where(alive, jnp.pad(avail, ((0, 0), (0, 1))), only_noop)
 
     def env_actions(self, actions: chex.Array) -> chex.Array:
         """(N,) policy actions -> SMAX's: the dead units' no-op (``dead_noop``) becomes stop."""
