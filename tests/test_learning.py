@@ -13,7 +13,7 @@ from rmix_jax.config import load_config
 from rmix_jax.learner import make_learner
 
 PROBE = ["env.width=3", "env.height=2", "env.cliff_reward=0.0", "agent.hidden_dim=32",
-         "train.t_max=3000", "train.epsilon_anneal_steps=1500", "train.batch_size=8", "train.num_envs=4",
+         "train.t_max=1000", "train.epsilon_anneal_steps=1500", "train.batch_size=8", "train.num_envs=4",
          "train.buffer_size=500", "train.updates_per_iteration=4", "train.target_update_interval=50",
          "train.start_to_update_qr=500", "train.qr_interval=100", "train.test_episodes=1",
          "train.iterations_per_eval=5"]
