@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # cannot be installed, pip installs the same pins.
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	( $(PY) -m pip install -q -c requirements.lock uv && $(VENV)/bin/uv pip install -q --python $(PY) -c requirements.lock -e ".[test]" ) \
+	( $(PY) -m pip install -q -c requirements.lock uv && $(VENV)/bin/uv pip install -q --compile-bytecode --python $(PY) -c requirements.lock -e ".[test]" ) \
 	  || ( $(PY) -m pip install -q --upgrade pip && $(PY) -m pip install -q -c requirements.lock -e ".[test]" )
 	touch $(STAMP)
 
