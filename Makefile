@@ -6,8 +6,9 @@ STAMP := $(VENV)/.installed
 
 .PHONY: train test install bench notebook clean
 
-# uv installs the locked set in about 25 s on a fresh 2-core machine (pip: about 90 s); where uv
-# cannot be installed, pip installs the same pins.
+# uv installs the locked set in about 47 s on a fresh 2-core machine (pip: about 90 s); where uv
+# cannot be installed, pip installs the same pins. --compile-bytecode: where PYTHONDONTWRITEBYTECODE
+# is set, nothing writes .pyc files later and every process would compile jax from source.
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	( $(PY) -m pip install -q -c requirements.lock uv && $(VENV)/bin/uv pip install -q --compile-bytecode --python $(PY) -c requirements.lock -e ".[test]" ) \
