@@ -5,7 +5,10 @@ enemy, and how many agent steps belong to dead units (SMAX makes them take stop)
     .venv/bin/python benchmarks/smax_unit_behaviour.py results/<smax run> --episodes 16
 
 Prints a table and writes JSON (default: ``<run>/unit_behaviour.json``). Actions are read
-off the episodes, alive flags and positions off the env states before each step.
+off the episodes, alive flags and positions off the env states before each step. How
+battles end: the focus-fire share (of the steps where two or more living allies attack,
+those where all attack one enemy), and the allies and enemies alive before the final
+step of lost and of won episodes.
 """
 
 from __future__ import annotations
@@ -42,6 +45,19 @@ def seed_behaviour(run, seed: int, episodes: int, key: jax.Array) -> dict:
     gaps = np.linalg.norm(positions[:, :, :num_allies, None] - positions[:, :, None, num_allies:], axis=-1)
     nearest = np.where(alive[:, :, None, num_allies:], gaps, np.inf).min(-1)[living]
     dead_steps = int((filled[..., None] & ~alive[:, :, :num_allies]).sum())
+    # focus fire: of the steps where two or more living allies attack, the share where all pick one enemy
+    attacking = living & (actions >= FIRST_ATTACK) & (actions < FIRST_ATTACK + num_enemies)
+    targets = (actions[..., None] == FIRST_ATTACK + np.arange(num_enemies)) & attacking[..., None]
+    counts, attackers = targets.sum(2), attacking.sum(-1)  # (E, T, enemies), (E, T)
+    several = attackers >= 2
+    # how battles end: units alive before each episode's final step, for lost and for won episodes
+    last = filled.sum(1) - 1
+    before_last = alive[np.arange(alive.shape[0]), last]  # (E, units)
+    won = np.asarray(stats.won).astype(bool)
+
+    def left(mask, team):
+        return float(before_last[mask][:, team].sum(-1).mean()) if mask.any() else None
+
     return {
         "seed": seed,
         "win_rate": float(np.mean(stats.won)),
@@ -53,6 +69,10 @@ def seed_behaviour(run, seed: int, episodes: int, key: jax.Array) -> dict:
         "attack_available": float(np.mean(can_attack[living])),
         "nearest_enemy_median": float(np.median(nearest[np.isfinite(nearest)])) if np.isfinite(nearest).any() else None,
         "dead_share": dead_steps / max(dead_steps + int(living.sum()), 1),
+        "focus_fire": float(np.mean(counts.max(-1)[several] == attackers[several])) if several.any() else None,
+        "lost_final_step_allies": left(~won, slice(0, num_allies)),
+        "lost_final_step_enemies": left(~won, slice(num_allies, None)),
+        "won_final_step_allies": left(won, slice(0, num_allies)),
     }
 
 
@@ -69,11 +89,17 @@ def main() -> None:
     rows = [seed_behaviour(run, s, args.episodes, jax.random.PRNGKey(args.seed)) for s in range(run.num_seeds)]
     print(f"{run.config.method} on SMAX {run.config.env.map}, {args.episodes} greedy episodes per seed")
     print(f"{'seed':>4} {'win':>5} {'return':>7} {'stop':>5} {'move':>5} {'attack':>6} {'atk avail':>9} "
-          f"{'enemy dist':>10} {'dead share':>10}")
+          f"{'enemy dist':>10} {'dead share':>10} {'focus':>5} {'lost: allies/enemies left':>25} "
+          f"{'won: allies left':>16}")
+
+    def fmt(value, width):
+        return f"{'-' if value is None else f'{value:.2f}':>{width}}"
+
     for r in rows:
-        dist = "-" if r["nearest_enemy_median"] is None else f"{r['nearest_enemy_median']:.1f}"
+        lost = f"{fmt(r['lost_final_step_allies'], 0)} / {fmt(r['lost_final_step_enemies'], 0)}"
         print(f"{r['seed']:>4} {r['win_rate']:>5.2f} {r['return']:>7.2f} {r['stop']:>5.2f} {r['move']:>5.2f} "
-              f"{r['attack']:>6.2f} {r['attack_available']:>9.2f} {dist:>10} {r['dead_share']:>10.2f}")
+              f"{r['attack']:>6.2f} {r['attack_available']:>9.2f} {fmt(r['nearest_enemy_median'], 10)} "
+              f"{r['dead_share']:>10.2f} {fmt(r['focus_fire'], 5)} {lost:>25} {fmt(r['won_final_step_allies'], 16)}")
     out = Path(args.out) if args.out else Path(args.run_dir) / "unit_behaviour.json"
     out.write_text(json.dumps({"run": str(args.run_dir), "episodes": args.episodes, "rows": rows}, indent=2))
 
