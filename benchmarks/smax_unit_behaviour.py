@@ -60,7 +60,7 @@ def seed_behaviour(run, seed: int, episodes: int, key: jax.Array) -> dict:
 
     return {
         "seed": seed,
-        "win_rate": float(np.mean(stats.won)),
+        "win_rate": float(np.mean(won)),
         "return": float(np.mean(stats.returns)),
         "length": float(np.mean(stats.lengths)),
         "stop": float(np.mean(taken == STOP)),
@@ -74,6 +74,11 @@ def seed_behaviour(run, seed: int, episodes: int, key: jax.Array) -> dict:
         "lost_final_step_enemies": left(~won, slice(num_allies, None)),
         "won_final_step_allies": left(won, slice(0, num_allies)),
     }
+
+
+def fmt(value: float | None, width: int) -> str:
+    """``value`` to 2 decimals right-aligned in ``width``; ``-`` where there is none."""
+    return f"{'-' if value is None else f'{value:.2f}':>{width}}"
 
 
 def main() -> None:
@@ -91,9 +96,6 @@ def main() -> None:
     print(f"{'seed':>4} {'win':>5} {'return':>7} {'stop':>5} {'move':>5} {'attack':>6} {'atk avail':>9} "
           f"{'enemy dist':>10} {'dead share':>10} {'focus':>5} {'lost: allies/enemies left':>25} "
           f"{'won: allies left':>16}")
-
-    def fmt(value, width):
-        return f"{'-' if value is None else f'{value:.2f}':>{width}}"
 
     for r in rows:
         lost = f"{fmt(r['lost_final_step_allies'], 0)} / {fmt(r['lost_final_step_enemies'], 0)}"
