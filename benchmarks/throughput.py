@@ -4,6 +4,11 @@ counts, next to random-policy env stepping alone (the ceiling), with compile tim
     .venv/bin/python benchmarks/throughput.py                       # MACN 7x4, 1 and 8 seeds
     .venv/bin/python benchmarks/throughput.py env=smax env.map=5m_vs_6m --seeds 1 4 16 \
         --out benchmarks/results/throughput_smax_5m_vs_6m.json
+    .venv/bin/python benchmarks/throughput.py --seeds 8 --devices 1 2    # runs sharded over 1, then 2 devices
+
+``--devices`` times the training rows with the runs sharded over that many devices, as
+``rmix-train`` does; on a CPU the script first makes the largest count of host devices
+(XLA's ``--xla_force_host_platform_device_count``), so the counts compare in one process.
 
 Prints a table and writes JSON. All rows run in one process, one after another, so
 their ratios are comparable. Memory: ``state MB/seed`` is the training state
@@ -15,26 +20,50 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
+import sys
 import time
 from pathlib import Path
 
-import jax
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("overrides", nargs="*", default=["env=macn_7x4"])
+    parser.add_argument("--chunks", type=int, default=3)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--devices", type=int, nargs="+", default=[1],
+                        help="shard the training rows' runs over this many devices (each count in turn)")
+    parser.add_argument("--random-iterations", type=int, default=200)
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "throughput.json"))
+    return parser
+
+
+if __name__ == "__main__":
+    # The CPU devices must exist before JAX starts its backend, which importing rmix_jax
+    # does; harmless where the devices are accelerators.
+    _most = max(_parser().parse_known_args()[0].devices)
+    _flags = os.environ.get("XLA_FLAGS", "")
+    if _most > 1 and "xla_force_host_platform_device_count" not in _flags:
+        os.environ["XLA_FLAGS"] = f"{_flags} --xla_force_host_platform_device_count={_most}".strip()
+
+import jax  # noqa: E402
 import jax.numpy as jnp
 import numpy as np
 
+from rmix_jax import experiment
 from rmix_jax.config import load_config
 from rmix_jax.learner import make_learner
 
 
-def time_training(overrides: list[str], num_seeds: int, chunks: int) -> dict:
+def time_training(overrides: list[str], num_seeds: int, chunks: int, num_devices: int | None = None) -> dict:
+    """The training program ``rmix-train`` runs, sharded over the first ``num_devices`` devices (default: 1)."""
     config = load_config(overrides + [f"num_seeds={num_seeds}", "train.t_max=100000000"])
-    learner = make_learner(config)
-    keys = jax.random.split(jax.random.PRNGKey(0), num_seeds)
+    exp = experiment.make_experiment(config, devices=jax.devices()[: num_devices or 1])
     started = time.perf_counter()
-    state = jax.jit(jax.vmap(learner.init))(keys)
-    run_chunk = jax.jit(jax.vmap(learner.run_chunk), donate_argnums=0)
+    state = experiment.init_state(exp)
+    run_chunk = exp.chunk_fn
     state, _ = run_chunk(state)  # compile, and fill the buffer past one batch
     jax.block_until_ready(state)
     compile_s = time.perf_counter() - started
@@ -46,7 +75,8 @@ def time_training(overrides: list[str], num_seeds: int, chunks: int) -> dict:
     wall = time.perf_counter() - started
     steps = int(np.sum(state.t_env)) - steps_before
     state_bytes = sum(x.nbytes for x in jax.tree.leaves(state))
-    return {"method": config.method, "seeds": num_seeds, "env_steps": steps, "seconds": wall,
+    used = 1 if exp.sharding is None else len(exp.sharding.device_set)
+    return {"method": config.method, "seeds": num_seeds, "devices": used, "env_steps": steps, "seconds": wall,
             "steps_per_s": steps / wall, "first_chunk_s": compile_s,
             "state_mb_per_seed": state_bytes / num_seeds / 2**20, "peak_rss_mb": peak_rss_mb()}
 
@@ -94,43 +124,48 @@ def time_random_policy(overrides: list[str], num_seeds: int, iterations: int = 2
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("overrides", nargs="*", default=["env=macn_7x4"])
-    parser.add_argument("--chunks", type=int, default=3)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 8])
-    parser.add_argument("--random-iterations", type=int, default=200)
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "throughput.json"))
-    args = parser.parse_args()
+    args = _parser().parse_args()
+    if max(args.devices) > len(jax.devices()):
+        sys.exit(f"--devices {max(args.devices)}: only {len(jax.devices())} devices here; ask for fewer")
     rows = []
     for seeds in args.seeds:
         rows.append(time_random_policy(args.overrides, seeds, args.random_iterations))
-        for method in ("rmix", "qmix"):
-            try:
-                rows.append(time_training(args.overrides + [f"method={method}"], seeds, args.chunks))
-            except jax.errors.JaxRuntimeError as err:  # e.g. RESOURCE_EXHAUSTED: report it as a row
-                reason = str(err).splitlines()[0][:120]
-                rows.append({"method": method, "seeds": seeds, "env_steps": 0, "seconds": None, "steps_per_s": None,
-                             "first_chunk_s": None, "state_mb_per_seed": None, "peak_rss_mb": peak_rss_mb(),
-                             "error": reason})
-            print(f"done: {rows[-1]}", flush=True)
+        for devices in args.devices:
+            for method in ("rmix", "qmix"):
+                try:
+                    rows.append(time_training(args.overrides + [f"method={method}"], seeds, args.chunks, devices))
+                except jax.errors.JaxRuntimeError as err:  # e.g. RESOURCE_EXHAUSTED: report it as a row
+                    reason = str(err).splitlines()[0][:120]
+                    rows.append({"method": method, "seeds": seeds, "devices": devices, "env_steps": 0, "seconds": None,
+                                 "steps_per_s": None, "first_chunk_s": None, "state_mb_per_seed": None,
+                                 "peak_rss_mb": peak_rss_mb(), "error": reason})
+                print(f"done: {rows[-1]}", flush=True)
     device = f"{jax.devices()[0].platform} x{len(jax.devices())} ({platform.processor() or platform.machine()})"
     config = load_config(args.overrides)
     where = config.env_preset + (f" {config.env.map}" if config.env.name == "smax" else "")
     print(f"\nthroughput on {where} ({' '.join(args.overrides)}), device {device}, jax {jax.__version__}")
-    print(f"{'method':<26} {'seeds':>5} {'env steps/s':>12} {'per seed':>9} {'first chunk s':>14} "
+    print(f"{'method':<26} {'seeds':>5} {'devices':>7} {'env steps/s':>12} {'per seed':>9} {'first chunk s':>14} "
           f"{'state MB/seed':>14} {'peak RSS MB':>12}")
     for r in rows:
+        used = r.get("devices", "-")
         if r["steps_per_s"] is None:
-            print(f"{r['method']:<26} {r['seeds']:>5}  failed: {r['error']}")
+            print(f"{r['method']:<26} {r['seeds']:>5} {used:>7}  failed: {r['error']}")
             continue
         first = "-" if r["first_chunk_s"] is None else f"{r['first_chunk_s']:.1f}"
         state_mb = "-" if r["state_mb_per_seed"] is None else f"{r['state_mb_per_seed']:.1f}"
-        print(f"{r['method']:<26} {r['seeds']:>5} {r['steps_per_s']:>12.0f} {r['steps_per_s'] / r['seeds']:>9.0f} "
-              f"{first:>14} {state_mb:>14} {r['peak_rss_mb']:>12.0f}")
+        print(f"{r['method']:<26} {r['seeds']:>5} {used:>7} {r['steps_per_s']:>12.0f} "
+              f"{r['steps_per_s'] / r['seeds']:>9.0f} {first:>14} {state_mb:>14} {r['peak_rss_mb']:>12.0f}")
     for seeds in args.seeds:
-        by = {r["method"]: r["steps_per_s"] for r in rows if r["seeds"] == seeds}
-        if by.get("rmix") and by.get("qmix"):
-            print(f"{seeds} seed(s): RMIX / QMIX throughput = {by['rmix'] / by['qmix']:.2f}")
+        for devices in args.devices:
+            by = {r["method"]: r["steps_per_s"] for r in rows if r["seeds"] == seeds and r.get("devices") == devices}
+            if by.get("rmix") and by.get("qmix"):
+                print(f"{seeds} seed(s), {devices} device(s): RMIX / QMIX throughput = {by['rmix'] / by['qmix']:.2f}")
+        rmix = {r["devices"]: r["steps_per_s"] for r in rows
+                if r["seeds"] == seeds and r["method"] == "rmix" and r.get("steps_per_s")}
+        if len(rmix) > 1:
+            base = rmix[min(rmix)]
+            print(f"{seeds} seed(s), RMIX against {min(rmix)} device(s): "
+                  + ", ".join(f"{d} devices {v / base:.2f}x" for d, v in sorted(rmix.items()) if d != min(rmix)))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"device": device, "jax": jax.__version__, "overrides": args.overrides, "rows": rows}, indent=2))
 

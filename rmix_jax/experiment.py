@@ -185,9 +185,10 @@ def abstract_state(exp: Experiment) -> TrainState:
     """Shapes, dtypes and shardings of ``init_state``'s result, without computing it."""
     keys, hyper = run_inputs(exp)
     shapes = jax.eval_shape(jax.vmap(exp.learner.init), keys, hyper)
-    if exp.sharding is None:
-        return shapes
-    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=exp.sharding), shapes)
+    # Always a sharding, also on one device: a checkpoint then restores onto this
+    # layout whatever device count saved it (orbax refuses another topology otherwise).
+    sharding = exp.sharding or jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
 
 
 def to_host(tree: Any) -> Any:
