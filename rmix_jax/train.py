@@ -36,7 +36,8 @@ USAGE = """usage: rmix-train [key=value ...]          rmix-train resume=<run dir
   env=smac env.map=5m_vs_6m env.difficulty=7  (StarCraft II through SMAC; README 'StarCraft II (SMAC)')
   seeds=8 seed=0 train.t_max=50000 agent.num_atoms=10 agent.alpha=0.3 ...  (see configs/default.yaml)
   sweep.agent.alpha=[0.1,0.3,0.5,0.7,1.0,learned] sweep.train.lr=[1e-4,5e-4]  (grid x seeds, one program)
-  wandb.mode=auto|online|offline|disabled   checkpoint.every_chunks=25"""
+  wandb.mode=auto|online|offline|disabled   checkpoint.every_chunks=25
+  RMIX_JAX_CPU_DEVICES=N rmix-train ...  (on a CPU the runs are sharded over N devices; default one per core)"""
 
 WANDB_ID_FILE = "wandb_id"
 CPU_DEVICE_FLAG = "--xla_force_host_platform_device_count"
