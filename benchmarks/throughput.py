@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import resource
 import sys
@@ -41,20 +40,19 @@ def _parser() -> argparse.ArgumentParser:
 
 
 if __name__ == "__main__":
-    # The CPU devices must exist before JAX starts its backend, which importing rmix_jax
-    # does; harmless where the devices are accelerators.
-    _most = max(_parser().parse_known_args()[0].devices)
-    _flags = os.environ.get("XLA_FLAGS", "")
-    if _most > 1 and "xla_force_host_platform_device_count" not in _flags:
-        os.environ["XLA_FLAGS"] = f"{_flags} --xla_force_host_platform_device_count={_most}".strip()
+    # The CPU devices must exist before JAX starts its backend, which importing
+    # rmix_jax.experiment does (rmix_jax.train does not); harmless on accelerators.
+    from rmix_jax.train import use_cpu_devices
+
+    use_cpu_devices(max(_parser().parse_known_args()[0].devices))
 
 import jax  # noqa: E402
-import jax.numpy as jnp
-import numpy as np
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
 
-from rmix_jax import experiment
-from rmix_jax.config import load_config
-from rmix_jax.learner import make_learner
+from rmix_jax import experiment  # noqa: E402
+from rmix_jax.config import load_config  # noqa: E402
+from rmix_jax.learner import make_learner  # noqa: E402
 
 
 def time_training(overrides: list[str], num_seeds: int, chunks: int, num_devices: int | None = None) -> dict:

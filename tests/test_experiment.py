@@ -185,23 +185,26 @@ def test_run_devices_divide_the_runs():
     assert experiment.run_devices(5, devices) == [0]
 
 
-def test_train_command_asks_for_one_cpu_device_per_core(monkeypatch):
-    from rmix_jax.train import use_one_cpu_device_per_core
+def test_train_command_asks_for_cpu_devices(monkeypatch):
+    from rmix_jax.train import use_cpu_devices
 
     monkeypatch.delenv("XLA_FLAGS", raising=False)
     monkeypatch.delenv("RMIX_JAX_CPU_DEVICES", raising=False)
-    use_one_cpu_device_per_core()
+    use_cpu_devices()
     assert os.environ["XLA_FLAGS"] == f"--xla_force_host_platform_device_count={len(os.sched_getaffinity(0))}"
+    monkeypatch.delenv("XLA_FLAGS")
+    use_cpu_devices(5)
+    assert os.environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=5"
     # Other flags are kept, and the count can be chosen.
     monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=0")
     monkeypatch.setenv("RMIX_JAX_CPU_DEVICES", "3")
-    use_one_cpu_device_per_core()
+    use_cpu_devices()
     assert os.environ["XLA_FLAGS"] == "--xla_backend_optimization_level=0 --xla_force_host_platform_device_count=3"
     # A count the user already set wins.
     monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
-    use_one_cpu_device_per_core()
+    use_cpu_devices()
     assert os.environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=4"
     monkeypatch.delenv("XLA_FLAGS")
     monkeypatch.setenv("RMIX_JAX_CPU_DEVICES", "two")
     with pytest.raises(ConfigError, match="RMIX_JAX_CPU_DEVICES='two': give a whole number"):
-        use_one_cpu_device_per_core()
+        use_cpu_devices()
