@@ -1,6 +1,6 @@
 """RMIX against QMIX on MACN at equal env steps: env steps to reach the optimum.
 
-    .venv/bin/python benchmarks/macn_sample_efficiency.py [--envs macn_7x4 macn_12x4] [--seeds 8] [override ...]
+    .venv/bin/python benchmarks/macn_sample_efficiency.py [override ...] [--envs macn_7x4 macn_12x4] [--seeds 8]
 
 For each scenario, trains both methods with the same seeds and budget, then writes
 benchmarks/results/macn_<env>_rmix_vs_qmix.png (mean and min-max band of the greedy
@@ -16,17 +16,20 @@ from pathlib import Path
 
 
 from rmix_jax import results
-from rmix_jax.config import load_config
+from rmix_jax.config import METHODS, load_config
 from rmix_jax.train import run
 
 OUT = Path(__file__).parent / "results"
+MACN_PRESETS = ["macn_7x4", "macn_12x4", "macn_7x4_low_risk"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("overrides", nargs="*")
-    parser.add_argument("--envs", nargs="+", default=["macn_7x4", "macn_12x4"])
-    parser.add_argument("--methods", nargs="+", default=["rmix", "qmix"])
+    # choices: an override written after --envs or --methods (``--envs macn_7x4 train.t_max=1``)
+    # would otherwise be taken as a scenario or method name; put overrides first.
+    parser.add_argument("--envs", nargs="+", default=["macn_7x4", "macn_12x4"], choices=MACN_PRESETS)
+    parser.add_argument("--methods", nargs="+", default=["rmix", "qmix"], choices=METHODS)
     parser.add_argument("--seeds", type=int, default=8)
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)

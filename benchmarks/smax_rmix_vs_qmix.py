@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from rmix_jax import analysis, results
-from rmix_jax.config import load_config
+from rmix_jax.config import METHODS, load_config
 from rmix_jax.train import run
 
 OUT = Path(__file__).parent / "results"
@@ -70,7 +70,7 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*")
     parser.add_argument("--map", default="3m")
     parser.add_argument("--seeds", type=int, default=4)
-    parser.add_argument("--methods", nargs="+", default=["rmix", "qmix"])
+    parser.add_argument("--methods", nargs="+", default=["rmix", "qmix"], choices=METHODS)  # overrides go first
     parser.add_argument("--runs", nargs="*", default=[], help="method=run_dir pairs to tabulate instead of training")
     parser.add_argument("--command", default="", help="the command that made --runs, recorded in the JSON")
     parser.add_argument("--name", default="", help="a variant name in the output file names")
