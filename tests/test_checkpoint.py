@@ -107,7 +107,7 @@ def test_kill_during_save_resumes_from_previous_checkpoint(tmp_path, uninterrupt
 @pytest.mark.parametrize("extra, message", [
     (["env.map=5m_vs_6m"], "different env.map"),
     (["env=macn_12x4"], "different env"),
-    (["train.lr=0.001"], "different train.lr"),
+    (["train.lr=0.002"], "different train.lr"),  # the preset: 0.001
     (["method=qmix"], "different"),
 ])
 def test_resume_with_a_changed_run_is_refused_and_changes_nothing(uninterrupted, capsys, extra, message):
