@@ -16,11 +16,11 @@ from pathlib import Path
 
 
 from rmix_jax import results
-from rmix_jax.config import METHODS, load_config
+from rmix_jax.config import METHODS, load_config, preset_names
 from rmix_jax.train import run
 
 OUT = Path(__file__).parent / "results"
-MACN_PRESETS = ["macn_7x4", "macn_12x4", "macn_7x4_low_risk"]
+MACN_PRESETS = [name for name in preset_names("env") if name.startswith("macn")]
 
 
 def main() -> None:

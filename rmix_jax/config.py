@@ -336,10 +336,15 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def preset_names(group: str, config_dir: Path | str = CONFIG_DIR) -> list[str]:
+    """The presets of a group ("env" or "method"): the names of ``configs/<group>/*.yaml``."""
+    return sorted(p.stem for p in (Path(config_dir) / group).glob("*.yaml"))
+
+
 def _preset(group: str, name: str, config_dir: Path) -> dict[str, Any]:
     path = config_dir / group / f"{name}.yaml"
     if not path.is_file():
-        known = sorted(p.stem for p in (config_dir / group).glob("*.yaml"))
+        known = preset_names(group, config_dir)
         raise ConfigError(f"config error: {group}={name!r} is unknown; choose one of {', '.join(known)}")
     return _read_yaml(path)
 

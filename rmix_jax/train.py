@@ -13,12 +13,7 @@ from __future__ import annotations
 
 import os
 
-# XLA logs through absl when it loads a program from the compilation cache: a warning
-# ("Assume version compatibility") and, on CPUs that LLVM tunes with prefer-no-gather, an
-# error-level line per program saying the cached program does not fit the host (a false
-# alarm, jax-ml/jax#38445; the program is compiled again). Level 3 keeps the CLI's stderr
-# for real problems, which reach Python as exceptions.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import rmix_jax.cli_logging  # noqa: E402,F401  (sets XLA's log level before jax is imported)
 
 import dataclasses
 import json
