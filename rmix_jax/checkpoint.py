@@ -21,7 +21,7 @@ import jax
 from rmix_jax.config import Config, flatten
 
 CHECKPOINT_DIR = "checkpoints"
-FORMAT = 1
+FORMAT = 2  # 2: the training state carries train.td_lambda
 # A resume may change only these; anything else would make it a different run.
 RESUMABLE_CHANGES = ("train.t_max", "checkpoint.", "wandb.", "results_dir")
 
@@ -138,7 +138,11 @@ def restore(run_dir: Path, like: Any, expected_meta: dict[str, Any]) -> tuple[An
                 "delete that step directory to fall back to an earlier one, or start a new run"
             ) from None
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise ResumeError(f"resume error: {path} is not a rmix_jax checkpoint of format {FORMAT}; start a new run")
+            raise ResumeError(
+                f"resume error: {path} is not a rmix_jax checkpoint of format {FORMAT} (it has format "
+                f"{meta.get('format') if isinstance(meta, dict) else None}); start a new run, or resume it with "
+                "the rmix_jax version that wrote it"
+            )
         for key, expected in expected_meta.items():
             if meta.get(key) != expected:
                 raise ResumeError(

@@ -28,7 +28,7 @@ SMAC_DIFFICULTIES = ("1", "2", "3", "4", "5", "6", "7", "8", "9", "A")
 RISK_PREDICTORS = ("straight_through", "frozen", "static")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 # Keys a sweep may vary: they are traced values in the learner (rmix_jax.learner.Hyper).
-SWEEPABLE = ("agent.alpha", "train.lr", "train.qr_lr", "train.gamma", "train.epsilon_finish",
+SWEEPABLE = ("agent.alpha", "train.lr", "train.qr_lr", "train.gamma", "train.td_lambda", "train.epsilon_finish",
              "train.epsilon_anneal_steps", "train.start_to_update_qr", "train.qr_interval",
              "train.target_update_interval")
 MIXERS = ("qmix", "vdn", "none")
@@ -80,6 +80,7 @@ class TrainConfig:
     buffer_size: int = 5000  # episodes
     batch_size: int = 32  # episodes
     gamma: float = 0.99
+    td_lambda: float = 0.0  # 0: the paper's one-step TD target; > 0: TD(lambda) on C_tot (pymarl2, JaxMARL)
     lr: float = 5e-4
     use_qr: bool = True
     qr_lr: float = 5e-5
@@ -268,6 +269,8 @@ def validate(config: Config) -> Config:
     _check(t.batch_size <= t.buffer_size, "train.batch_size", t.batch_size, f"use at most train.buffer_size={t.buffer_size}")
     _check(t.num_envs <= t.buffer_size, "train.num_envs", t.num_envs, f"use at most train.buffer_size={t.buffer_size}")
     _check(0.0 <= t.gamma <= 1.0, "train.gamma", t.gamma, "use gamma in [0, 1]")
+    _check(0.0 <= t.td_lambda <= 1.0, "train.td_lambda", t.td_lambda,
+           "use lambda in [0, 1] (0: the paper's one-step target)")
     for name in ("lr", "qr_lr"):  # 0 freezes learning: a control point in a sweep
         value = getattr(t, name)
         _check(value >= 0, f"train.{name}", value, "use a learning rate >= 0")

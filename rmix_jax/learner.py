@@ -69,6 +69,7 @@ class Hyper:
     lr: chex.Array
     qr_lr: chex.Array
     gamma: chex.Array
+    td_lambda: chex.Array
     epsilon_finish: chex.Array
     epsilon_anneal_steps: chex.Array
     alpha: chex.Array
@@ -89,7 +90,8 @@ def hyper_from_config(config: Config, **values: float) -> Hyper:
     ``values`` (Hyper field names) override."""
     t = config.train
     fields = {
-        "lr": t.lr, "qr_lr": t.qr_lr, "gamma": t.gamma, "epsilon_finish": t.epsilon_finish,
+        "lr": t.lr, "qr_lr": t.qr_lr, "gamma": t.gamma, "td_lambda": t.td_lambda,
+        "epsilon_finish": t.epsilon_finish,
         "epsilon_anneal_steps": t.epsilon_anneal_steps, "alpha": config.agent.alpha,
         **{name: getattr(t, name) for name in INT_HYPER},
     }
@@ -423,8 +425,14 @@ def make_learner(config: Config, env: ArrayEnv | None = None) -> Learner:
         c_tot_next = mixer.apply(target_params.mixer, next_target, batch.state[:, 1:])
         reward = batch.reward[:, :-1, None]
         terminated = batch.terminated[:, :-1, None].astype(jnp.float32)
-        y = jax.lax.stop_gradient(ops.td_target(reward, terminated, hyper.gamma, c_tot_next))
         mask = batch.filled[:, :-1].astype(jnp.float32)  # (B, T)
+        # TD(lambda) over each episode, per mixer output (time axis 1); lambda = 0 is Eqn. 5.
+        continues = jnp.broadcast_to(batch.filled[:, 1:, None], c_tot_next.shape).astype(jnp.float32)
+        per_episode = jax.vmap(ops.td_lambda_target, in_axes=(1, 1, None, 1, None, 1), out_axes=1)
+        y = jax.lax.stop_gradient(jax.vmap(per_episode, in_axes=(0, 0, None, 0, None, 0))(
+            jnp.broadcast_to(reward, c_tot_next.shape), jnp.broadcast_to(terminated, c_tot_next.shape),
+            hyper.gamma, c_tot_next, hyper.td_lambda, continues,
+        ))
         denominator = jnp.maximum(jnp.sum(mask), 1.0)
         td_error = (c_tot - y) * mask[..., None]
         td_loss = jnp.sum(td_error**2) / (denominator * c_tot.shape[-1])

@@ -248,6 +248,25 @@ def td_target(
     return reward + gamma * (1.0 - terminated) * next_value
 
 
+def td_lambda_target(
+    reward: chex.Array, terminated: chex.Array, gamma: chex.Numeric, next_value: chex.Array,
+    lambda_: chex.Numeric, continues: chex.Array,
+) -> chex.Array:
+    """TD(lambda) targets along one episode (pymarl2's and JaxMARL's QMIX option).
+
+    ``G_t = r_t + gamma * (1 - terminated_t) * ((1 - l_t) * next_value_t + l_t * G_{t+1})``
+    with ``l_t = lambda_ * continues_t``, where ``continues_t`` says that step t+1 is a
+    real step of the same episode. A step with no real successor (the time limit, or the
+    last step before padding) therefore bootstraps fully from ``next_value``, and
+    ``lambda_ = 0`` is the one-step target of ``td_target`` (paper Eqn. 5) at every step.
+    All arrays are (T,); the recursion is rlax's ``lambda_returns``.
+    """
+    chex.assert_rank([reward, terminated, next_value, continues], 1)
+    chex.assert_equal_shape([reward, terminated, next_value, continues])
+    discount = gamma * (1.0 - terminated)
+    return rlax.lambda_returns(reward, discount, next_value, lambda_ * continues)
+
+
 def masked_argmax(values: chex.Array, avail: chex.Array) -> chex.Array:
     """argmax over available actions. values: (A,), avail: (A,) bool or 0/1."""
     chex.assert_rank([values, avail], 1)

@@ -126,6 +126,10 @@ def test_resume_errors_are_one_line_and_change_nothing(tmp_path, uninterrupted, 
     for path in (newest / "state").rglob("*"):
         if path.is_file() and path.suffix not in (".json",) and "metadata" not in path.name:
             path.write_bytes(b"not a checkpoint")
+    older = tmp_path / "older"  # written by an earlier rmix_jax, whose state had other fields
+    shutil.copytree(uninterrupted, older)
+    meta_file = older / checkpoint.CHECKPOINT_DIR / str(checkpoint.latest_step(older)) / "meta" / "metadata"
+    meta_file.write_text(meta_file.read_text().replace(f'"format": {checkpoint.FORMAT}', '"format": 1'))
     no_ckpt = tmp_path / "no_ckpt"
     no_ckpt.mkdir()
     shutil.copy(uninterrupted / results.CONFIG_FILE, no_ckpt / results.CONFIG_FILE)
@@ -133,6 +137,7 @@ def test_resume_errors_are_one_line_and_change_nothing(tmp_path, uninterrupted, 
         (tmp_path / "missing", "does not exist"),
         (no_ckpt, "no checkpoints/"),
         (copy, "cannot be read"),
+        (older, f"not a rmix_jax checkpoint of format {checkpoint.FORMAT} (it has format 1)"),
     ]
     for target, message in cases:
         before = snapshot(tmp_path)

@@ -34,6 +34,7 @@ def test_env_presets_and_overrides():
         (["agent.alpha=0"], ["agent.alpha", "(0, 1]"]),
         (["agent.alpha=1.5"], ["agent.alpha", "(0, 1]"]),
         (["agent.num_atoms=0"], ["agent.num_atoms", "M >= 1"]),
+        (["train.td_lambda=1.5"], ["train.td_lambda", "[0, 1]"]),
         (["num_seeds=-1"], ["num_seeds"]),
         (["agent.risk_predictor=learned"], ["agent.risk_predictor", "straight_through"]),
         (["train.bogus=1"], ["train.bogus", "unknown key"]),

@@ -84,6 +84,26 @@ def test_static_alpha_changes_the_loss():
     assert losses[0] != pytest.approx(losses[1])
 
 
+def test_td_lambda_one_on_ended_episodes_is_the_monte_carlo_return():
+    # With lambda = 1 and gamma = 1 the TD(lambda) target of an episode that ends in a
+    # terminal is its reward-to-go, so the TD loss no longer depends on the target
+    # network; with lambda = 0 (the paper's one-step target) it does.
+    from rmix_jax.learner import hyper_from_config
+    config = load_config(TINY + ["method=qmix"])
+    learner = make_learner(config)
+    episodes = random_batch(learner, n=16)
+    ended = np.flatnonzero(np.asarray(episodes.terminated).any(axis=1))
+    assert len(ended) >= 4
+    batch = jax.tree.map(lambda x: x[ended], episodes)
+    state = learner.init(jax.random.PRNGKey(3))
+    other_target = jax.tree.map(lambda x: x * 0.5 + 0.1, state.params)
+    loss = jax.jit(lambda p, t, h: learner.loss(p, t, batch, jnp.bool_(False), h)[0])
+    for lam, same in ((1.0, True), (0.0, False), (0.6, False)):
+        hyper = hyper_from_config(config, td_lambda=lam, gamma=1.0)
+        a, b = float(loss(state.params, state.params, hyper)), float(loss(state.params, other_target, hyper))
+        assert (a == pytest.approx(b, rel=1e-6)) is same, (lam, a, b)
+
+
 @pytest.mark.parametrize("method", ["rmix", "qmix", "vdn", "iql", "rdn", "rmix_static", "rmix_frozen"])
 def test_every_method_trains_a_chunk_with_finite_losses(method):
     # one iteration per chunk: the rmix case compiles the program the schedule test below reuses

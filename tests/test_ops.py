@@ -176,6 +176,46 @@ def test_td_target_and_truncation_bootstraps():
                                r + 0.99 * (1 - d) * v, rtol=1e-5)
 
 
+def _lambda_returns_f64(r, term, gamma, v, lam, cont):
+    """Backward recursion in float64, straight from the definition."""
+    out = np.zeros(len(r))
+    following = 0.0
+    for t in reversed(range(len(r))):
+        lt = lam * cont[t]
+        out[t] = r[t] + gamma * (1 - term[t]) * ((1 - lt) * v[t] + lt * following)
+        following = out[t]
+    return out
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.3, 0.6, 1.0])
+def test_td_lambda_target_matches_float64_recursion(lam):
+    rng = np.random.default_rng(int(lam * 10))
+    t_len = 12
+    r, v = rng.normal(size=t_len), rng.normal(size=t_len)
+    term = np.zeros(t_len)
+    term[7] = 1.0  # an episode ends at step 7; steps 8.. are padding
+    cont = np.r_[np.ones(7), np.zeros(t_len - 7)]  # step t+1 is a real step of the episode
+    expected = _lambda_returns_f64(r, term, 0.99, v, lam, cont)
+    f = lambda *a: ops.td_lambda_target(*a)  # noqa: E731
+    args = (r, term, 0.99, v, lam, cont)
+    args32 = tuple(np.asarray(a, np.float32) if isinstance(a, np.ndarray) else a for a in args)
+    for fn in (f, jax.jit(f)):
+        np.testing.assert_allclose(np.asarray(fn(*args32)), expected, rtol=1e-5, atol=1e-5)
+    # the terminal step ignores what follows; lambda 0 is the one-step target everywhere
+    assert float(f(*args32)[7]) == pytest.approx(r[7], abs=1e-6)
+    if lam == 0.0:
+        np.testing.assert_allclose(np.asarray(f(*args32)), r + 0.99 * (1 - term) * v, rtol=1e-5, atol=1e-6)
+
+
+def test_td_lambda_target_bootstraps_at_the_time_limit():
+    # three steps, none terminal, the last one hits the time limit (no real successor)
+    r, v = np.array([-1.0, -1.0, -1.0], np.float32), np.array([5.0, 7.0, 11.0], np.float32)
+    term, cont = np.zeros(3, np.float32), np.array([1.0, 1.0, 0.0], np.float32)
+    g = np.asarray(ops.td_lambda_target(r, term, 0.5, v, 1.0, cont))
+    # lambda = 1: Monte Carlo to the end, then the bootstrap of the last step
+    np.testing.assert_allclose(g, [-1 - 0.5 - 0.25 + 0.125 * 11, -1 - 0.5 + 0.25 * 11, -1 + 0.5 * 11], rtol=1e-6)
+
+
 def test_masked_argmax_ignores_unavailable():
     values = jnp.array([5.0, 1.0, 3.0, -2.0])
     assert int(ops.masked_argmax(values, jnp.array([0, 1, 1, 1]))) == 2
