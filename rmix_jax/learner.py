@@ -426,12 +426,12 @@ def make_learner(config: Config, env: ArrayEnv | None = None) -> Learner:
         reward = batch.reward[:, :-1, None]
         terminated = batch.terminated[:, :-1, None].astype(jnp.float32)
         mask = batch.filled[:, :-1].astype(jnp.float32)  # (B, T)
-        # TD(lambda) over each episode, per mixer output (time axis 1); lambda = 0 is Eqn. 5.
-        continues = jnp.broadcast_to(batch.filled[:, 1:, None], c_tot_next.shape).astype(jnp.float32)
-        per_episode = jax.vmap(ops.td_lambda_target, in_axes=(1, 1, None, 1, None, 1), out_axes=1)
-        y = jax.lax.stop_gradient(jax.vmap(per_episode, in_axes=(0, 0, None, 0, None, 0))(
-            jnp.broadcast_to(reward, c_tot_next.shape), jnp.broadcast_to(terminated, c_tot_next.shape),
-            hyper.gamma, c_tot_next, hyper.td_lambda, continues,
+        # TD(lambda) along each episode (lambda = 0 is Eqn. 5): vmapped over the batch, and over
+        # the mixer outputs (axis 1 of an episode's (T, G) values), which share reward and flags.
+        per_output = jax.vmap(ops.td_lambda_target, in_axes=(None, None, None, 1, None, None), out_axes=1)
+        y = jax.lax.stop_gradient(jax.vmap(per_output, in_axes=(0, 0, None, 0, None, 0))(
+            reward[..., 0], terminated[..., 0], hyper.gamma, c_tot_next, hyper.td_lambda,
+            batch.filled[:, 1:].astype(jnp.float32),
         ))
         denominator = jnp.maximum(jnp.sum(mask), 1.0)
         td_error = (c_tot - y) * mask[..., None]

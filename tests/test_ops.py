@@ -196,15 +196,14 @@ def test_td_lambda_target_matches_float64_recursion(lam):
     term[7] = 1.0  # an episode ends at step 7; steps 8.. are padding
     cont = np.r_[np.ones(7), np.zeros(t_len - 7)]  # step t+1 is a real step of the episode
     expected = _lambda_returns_f64(r, term, 0.99, v, lam, cont)
-    f = lambda *a: ops.td_lambda_target(*a)  # noqa: E731
-    args = (r, term, 0.99, v, lam, cont)
-    args32 = tuple(np.asarray(a, np.float32) if isinstance(a, np.ndarray) else a for a in args)
-    for fn in (f, jax.jit(f)):
-        np.testing.assert_allclose(np.asarray(fn(*args32)), expected, rtol=1e-5, atol=1e-5)
+    r32, term32, v32, cont32 = (np.asarray(a, np.float32) for a in (r, term, v, cont))
+    for fn in (ops.td_lambda_target, jax.jit(ops.td_lambda_target)):
+        np.testing.assert_allclose(np.asarray(fn(r32, term32, 0.99, v32, lam, cont32)), expected, rtol=1e-5, atol=1e-5)
+    g = np.asarray(ops.td_lambda_target(r32, term32, 0.99, v32, lam, cont32))
     # the terminal step ignores what follows; lambda 0 is the one-step target everywhere
-    assert float(f(*args32)[7]) == pytest.approx(r[7], abs=1e-6)
+    assert float(g[7]) == pytest.approx(r[7], abs=1e-6)
     if lam == 0.0:
-        np.testing.assert_allclose(np.asarray(f(*args32)), r + 0.99 * (1 - term) * v, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(g, r + 0.99 * (1 - term) * v, rtol=1e-5, atol=1e-6)
 
 
 def test_td_lambda_target_bootstraps_at_the_time_limit():
