@@ -62,6 +62,31 @@ def test_reset_state_is_normalised_and_moves_available(env3m):
     assert not bool(ts.terminated | ts.truncated | ts.won)
 
 
+def test_state_stays_normalised_through_random_episodes():
+    """Cooldowns in the state are clipped fractions of each unit's type cooldown (SMAX's raw
+    world state lets an idle unit's cooldown fall far below zero), on a two-type map."""
+    env = SMAXAdapter("2s3z")
+    type_cooldowns = np.asarray(env.env._env.unit_type_weapon_cooldowns, np.float64)
+
+    def one_step(carry, key):
+        env_state, ts = carry
+        k_act, k_env = jax.random.split(key)
+        actions = jax.random.categorical(k_act, jnp.where(ts.avail > 0, 0.0, -jnp.inf))
+        env_state, ts = env.step(k_env, env_state, actions)
+        inner = env_state.state
+        return (env_state, ts), (ts.state, inner.unit_weapon_cooldowns, inner.unit_types, inner.unit_alive)
+
+    carry = env.reset(KEY)
+    _, (states, raw, types, alive) = jax.jit(lambda c: jax.lax.scan(one_step, c, jax.random.split(KEY, 60)))(carry)
+    states, raw, types, alive = (np.asarray(x) for x in (states, raw, types, alive))
+    assert raw.min() < -5 * type_cooldowns.max()  # the raw feature really does run away
+    assert states.min() >= 0.0 and states.max() <= 1.0
+    cooldown = states.reshape(60, 10, -1)[:, :, 3]
+    expected = np.where(alive, np.clip(raw / type_cooldowns[types], 0.0, 1.0), 0.0)
+    np.testing.assert_allclose(cooldown, expected, atol=1e-6)
+    assert (expected > 0).any() and (expected == 0).any()
+
+
 def test_dead_noop_is_a_dead_units_only_action_and_plays_as_stop(env3m):
     env = SMAXAdapter("3m", reward_scale=10.0, dead_noop=True)
     assert env.spec.num_actions == env3m.spec.num_actions + 1 == 9

@@ -11,9 +11,13 @@ What the adapter fixes on top of ``HeuristicEnemySMAX`` (SPEC section 3):
   reported here as a truncation (bootstrap) after exactly 100 steps, a battle
   decided by deaths as a terminal;
 - ``won``: every enemy dead while an ally lives (JaxMARL's win bonus condition);
-- the global state is normalised: positions by the map size, weapon cooldowns by
-  the longest cooldown; JaxMARL's trailing raw team and type ids are dropped (the
-  unit order fixes the team, the type is already one-hot in each unit's features);
+- the global state is normalised: positions by the map size, and each weapon cooldown
+  as a fraction of its unit type's cooldown, clipped to [0, 1] as in the agents'
+  observations (JaxMARL's world state keeps the raw cooldown, which goes on falling
+  below zero, by one step's time per step, while a unit does not fire: about -12
+  times the longest cooldown by step 60); JaxMARL's trailing raw team and type ids
+  are dropped (the unit order fixes the team, the type is already one-hot in each
+  unit's features);
 - the team reward (identical for all allies) times ``reward_scale``;
 - optionally (``dead_noop``) an extra last action, a no-op that only dead units have
   and only they may take, as in SMAC: SMAX gives a dead unit its stop action, so the
@@ -83,6 +87,7 @@ class SMAXAdapter(JaxMARLAdapter):
         self.num_allies = inner.num_allies
         self.num_unit_features = len(inner.own_features)
         self.state_scale = self._state_scale(inner)
+        self.type_cooldowns = jnp.asarray(inner.unit_type_weapon_cooldowns, jnp.float32)
         self.stop_action = int(inner.num_movement_actions) - 1
         self.dead_noop = bool(dead_noop)
         super().__init__(env, int(inner.max_steps), reward_scale)
@@ -92,16 +97,19 @@ class SMAXAdapter(JaxMARLAdapter):
 
     @staticmethod
     def _state_scale(inner: Any) -> jax.Array:
-        """Divisors of the per-unit features: [health, x, y, cooldown, type bits...]."""
+        """Divisors of the per-unit features [health, x, y, cooldown, type bits...]; the
+        cooldown's (1 here) is its unit type's cooldown, applied in ``global_state``."""
         scale = jnp.ones((len(inner.own_features),), jnp.float32)
-        scale = scale.at[1].set(inner.map_width).at[2].set(inner.map_height)
-        return scale.at[3].set(jnp.max(inner.unit_type_weapon_cooldowns))
+        return scale.at[1].set(inner.map_width).at[2].set(inner.map_height)
 
     def global_state(self, obs: dict) -> chex.Array:
         """JaxMARL's world state (U*F raw features, U teams, U types) -> (U*F,) in [0, 1]."""
         world_state = obs["world_state"]
-        units = world_state[: self.num_units * self.num_unit_features].reshape(self.num_units, -1)
-        return (units / self.state_scale).reshape(-1)
+        num_features = self.num_units * self.num_unit_features
+        units = world_state[:num_features].reshape(self.num_units, -1) / self.state_scale
+        types = world_state[num_features + self.num_units:].astype(jnp.int32)  # (U,)
+        cooldown = jnp.clip(units[:, 3] / self.type_cooldowns[types], 0.0, 1.0)
+        return units.at[:, 3].set(cooldown).reshape(-1)
 
     def available_actions(self, env_state: Any) -> chex.Array:
         """(N, A) SMAX availability; with ``dead_noop`` (N, A + 1), a dead unit only the no-op."""
