@@ -10,8 +10,11 @@ Pieces (each jitted and vmapped over the seeds, as in training; milliseconds per
 over a batch of whole episodes, forward and backward (torsos, both GRUs, heads);
 ``loss fwd`` is the whole loss forward (online and target networks, CVaR, mixer,
 TD and QR losses); ``loss+grad`` adds the backward pass, which is what an update
-computes before the optimiser step. The batch is ``train.batch_size`` episodes
-collected by the untrained policy, padded to the episode limit as stored.
+computes before the optimiser step when some run makes a QR update; ``TD only`` is
+loss+grad without the QR loss, what every other update computes (the QR loss is skipped
+by a ``lax.cond`` over the runs, ``make_learner``'s ``run_axis``). The batch is
+``train.batch_size`` episodes collected by the untrained policy, padded to the episode
+limit as stored.
 Prints a table and writes JSON; all rows run in one process, one after another.
 """
 
@@ -59,8 +62,11 @@ def profile(overrides: list[str], num_seeds: int, repeats: int) -> dict:
         atoms, scores = learner.unroll(agent_params, episodes)
         return jnp.sum(atoms) + jnp.sum(scores)
 
-    def loss(params, target_params, episodes, is_qr):
-        return learner.loss(params, target_params, episodes, is_qr)[0]
+    def loss(params, target_params, episodes, is_qr, with_qr=config.train.use_qr):
+        return learner.loss(params, target_params, episodes, is_qr, None, with_qr)[0]
+
+    def td_only(params, target_params, episodes, is_qr):
+        return loss(params, target_params, episodes, is_qr, False)
 
     is_qr = jnp.zeros((num_seeds,), bool)
     row = {"method": config.method, "seeds": num_seeds, "num_atoms": config.agent.num_atoms,
@@ -71,6 +77,8 @@ def profile(overrides: list[str], num_seeds: int, repeats: int) -> dict:
                                  repeats=repeats)
     row["loss_grad_ms"] = mean_ms(jax.jit(jax.vmap(jax.grad(loss))), state.params, state.target_params, batch,
                                   is_qr, repeats=repeats)
+    row["loss_grad_td_ms"] = mean_ms(jax.jit(jax.vmap(jax.grad(td_only))), state.params, state.target_params, batch,
+                                     is_qr, repeats=repeats)
     return row
 
 
@@ -90,10 +98,10 @@ def main() -> None:
             print(f"done: {rows[-1]}", flush=True)
     device = f"{jax.devices()[0].platform} ({jax.devices()[0].device_kind})"
     print(f"\nms per call, {' '.join(args.overrides)}, device {device}, jax {jax.__version__}")
-    print(f"{'method':<12} {'seeds':>5} {'M':>4} {'rollout':>9} {'recurrence':>11} {'loss fwd':>9} {'loss+grad':>10}")
+    print(f"{'method':<12} {'seeds':>5} {'M':>4} {'rollout':>9} {'recurrence':>11} {'loss fwd':>9} {'loss+grad':>10} {'TD only':>8}")
     for r in rows:
         print(f"{r['method']:<12} {r['seeds']:>5} {r['num_atoms']:>4} {r['rollout_ms']:>9.1f} {r['recurrence_ms']:>11.1f} "
-              f"{r['loss_fwd_ms']:>9.1f} {r['loss_grad_ms']:>10.1f}")
+              f"{r['loss_fwd_ms']:>9.1f} {r['loss_grad_ms']:>10.1f} {r['loss_grad_td_ms']:>8.1f}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"device": device, "machine": platform.machine(), "jax": jax.__version__,
                                           "overrides": args.overrides, "rows": rows}, indent=2))

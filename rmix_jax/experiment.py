@@ -25,7 +25,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from rmix_jax.config import Config
 from rmix_jax.envs import is_jittable
-from rmix_jax.learner import LEARNED_ALPHA, Hyper, Learner, TrainState, hyper_from_config, make_learner
+from rmix_jax.learner import LEARNED_ALPHA, RUN_AXIS, Hyper, Learner, TrainState, hyper_from_config, make_learner
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ def make_experiment(config: Config, devices: list | None = None) -> Experiment:
     key = _program_key(config, used)
     if key in _CACHE:
         return dataclasses.replace(_CACHE[key], config=config)
-    learner = make_learner(config)
+    learner = make_learner(config, run_axis=RUN_AXIS)
     if not is_jittable(learner.env):
         exp = Experiment(config=config, learner=learner, points=points, sharding=None,
                          init_fn=jax.jit(jax.vmap(learner.init)),
@@ -112,7 +112,7 @@ def make_experiment(config: Config, devices: list | None = None) -> Experiment:
         config=config, learner=learner, points=points, sharding=sharding,
         init_fn=jax.jit(jax.vmap(learner.init), out_shardings=sharding),
         chunk_fn=jax.jit(
-            jax.vmap(learner.run_chunk),
+            jax.vmap(learner.run_chunk, axis_name=RUN_AXIS),
             in_shardings=None if sharding is None else (sharding,),
             out_shardings=None if sharding is None else (sharding, sharding),
             donate_argnums=0,

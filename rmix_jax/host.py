@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rmix_jax.learner import Episode, Learner, TrainState, agent_input_dim
+from rmix_jax.learner import RUN_AXIS, Episode, Learner, TrainState, agent_input_dim
 from rmix_jax.networks import zero_carry
 
 
@@ -63,7 +63,7 @@ class HostRunner:
             lambda x: jnp.broadcast_to(x, (num_runs, self.envs_per_run, *x.shape)), zero_carry((n,), hidden)
         )
         self._iteration_start = jax.jit(jax.vmap(learner.iteration_start))
-        self._learn = jax.jit(jax.vmap(learner.learn))
+        self._learn = jax.jit(jax.vmap(learner.learn, axis_name=RUN_AXIS))
         self._stats = jax.jit(jax.vmap(learner.episode_stats))
         self._finish = jax.jit(jax.vmap(learner.finish_chunk))
         self._test_metrics = jax.jit(jax.vmap(learner.test_metrics))

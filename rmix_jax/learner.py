@@ -174,7 +174,16 @@ def build_inputs(obs: chex.Array, last_actions: chex.Array, reset: chex.Array, n
     return jnp.concatenate([obs, last, agent_ids], axis=-1)
 
 
-def make_learner(config: Config, env: ArrayEnv | None = None) -> Learner:
+RUN_AXIS = "vmapped_runs"  # the axis name drivers give ``jax.vmap`` over runs (``make_learner``'s run_axis)
+
+
+def make_learner(config: Config, env: ArrayEnv | None = None, run_axis: str | None = None) -> Learner:
+    """The learner of a config. ``run_axis``: the name of the ``jax.vmap`` axis over runs that the
+    caller vmaps ``run_chunk`` / ``learn`` with (``RUN_AXIS``), or None when it vmaps without a name
+    or not at all. With a name, an update skips the quantile-regression loss unless some run makes a
+    QR update then (a real ``lax.cond`` on a predicate reduced over the runs); without one, a vmapped
+    update computes both losses and selects per run, as a per-run ``cond`` becomes a ``select``.
+    """
     env = env if env is not None else make_env(config.env)
     spec = env.spec
     n, a_dim, t_len = spec.num_agents, spec.num_actions, spec.episode_limit
@@ -399,7 +408,8 @@ def make_learner(config: Config, env: ArrayEnv | None = None) -> Learner:
         return jnp.take_along_axis(values, expanded, axis=index.ndim).squeeze(index.ndim)
 
     def loss_fn(params: Params, target_params: Params, batch: Episode, is_qr: chex.Array,
-                hyper: Hyper | None = None):
+                hyper: Hyper | None = None, with_qr: bool = use_qr):
+        """TD loss, or with ``with_qr`` the QR loss where ``is_qr``; aux holds both (QR 0 without)."""
         hyper = default_hyper() if hyper is None else hyper
         atoms, scores = unroll(params.agent, batch)
         target_atoms, target_scores = unroll(target_params.agent, batch)
@@ -437,7 +447,7 @@ def make_learner(config: Config, env: ArrayEnv | None = None) -> Learner:
         td_error = (c_tot - y) * mask[..., None]
         td_loss = jnp.sum(td_error**2) / (denominator * c_tot.shape[-1])
         aux = {"td_loss": td_loss, "qr_loss": jnp.float32(0.0)}
-        if not use_qr:
+        if not with_qr:
             return td_loss, aux
 
         qr_target = jax.lax.stop_gradient(
@@ -456,9 +466,18 @@ def make_learner(config: Config, env: ArrayEnv | None = None) -> Learner:
             & (state.t_env >= state.hyper.start_to_update_qr)
             & (state.t_env - state.last_qr_t_env >= state.hyper.qr_interval)
         )
-        (_, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params, state.target_params, batch, is_qr, state.hyper
-        )
+
+        def loss_and_grads(with_qr: bool) -> Callable[[], tuple[tuple[chex.Array, dict], Params]]:
+            return lambda: jax.value_and_grad(loss_fn, has_aux=True)(
+                state.params, state.target_params, batch, is_qr, state.hyper, with_qr
+            )
+
+        if use_qr:
+            # The QR loss (M x M atom pairs per agent and step) only where some run needs it.
+            any_qr = is_qr if run_axis is None else jax.lax.psum(is_qr.astype(jnp.int32), run_axis) > 0
+            (_, aux), grads = jax.lax.cond(any_qr, loss_and_grads(True), loss_and_grads(False))
+        else:
+            (_, aux), grads = loss_and_grads(False)()
         do_td = can_learn & ~is_qr
         do_qr = can_learn & is_qr
 

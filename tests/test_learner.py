@@ -176,6 +176,39 @@ def test_schedule_is_traced_and_followed_per_run():
     assert run_chunk._cache_size() == 1  # both schedules ran in one compiled program
 
 
+def test_qr_loss_skipped_by_a_cond_over_runs_changes_nothing():
+    """Vmapped with a named run axis, an update computes the QR loss only when some run makes a
+    QR update (a real cond on a psum over the runs); without the name both losses are computed
+    and selected per run. The two programs train the same runs to the same parameters, through
+    updates where one run, both or neither make a QR update."""
+    from rmix_jax.learner import RUN_AXIS, hyper_from_config
+
+    config = load_config(TINY + ["train.iterations_per_eval=3"])
+    points = [dict(start_to_update_qr=0, qr_interval=60), dict(start_to_update_qr=10**9, qr_interval=1)]
+    hyper = jax.tree.map(lambda *x: jnp.stack(x), *[hyper_from_config(config, **p) for p in points])
+    keys = jax.random.split(jax.random.PRNGKey(3), len(points))
+    finals = []
+    for run_axis in (RUN_AXIS, None):
+        learner = make_learner(config, run_axis=run_axis)
+        chunk = jax.vmap(learner.run_chunk, axis_name=run_axis)
+        state = jax.vmap(learner.init)(keys, hyper)
+        qr, td = [], []
+        for _ in range(4):
+            state, metrics = jax.jit(chunk)(state)
+            qr.append(np.asarray(metrics["qr_updates"]))
+            td.append(np.asarray(metrics["td_loss"]))
+        finals.append((state.params, np.stack(qr), np.stack(td)))
+        conds = str(jax.make_jaxpr(chunk)(state)).count("cond[")
+        finals[-1] += (conds,)
+    (named, qr_named, td_named, conds_named), (plain, qr_plain, td_plain, conds_plain) = finals
+    np.testing.assert_array_equal(qr_named, qr_plain)
+    assert qr_named[:, 0].sum() >= 2 and 0 < qr_named[:, 0].sum() < 4 * 3 and qr_named[:, 1].sum() == 0
+    np.testing.assert_allclose(td_named, td_plain, rtol=1e-5, atol=1e-6)
+    for a, b in zip(jax.tree.leaves(named), jax.tree.leaves(plain)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    assert conds_named == conds_plain + 1  # the QR cond survives vmap only with the named axis
+
+
 @pytest.mark.parametrize("method", ["qmix", "rmix"])
 def test_acting_and_training_unrolls_agree(method):
     # The values the learner trains on are the ones the agents acted on: same hidden
