@@ -4,7 +4,8 @@ Train both and tabulate (one command):
 
     .venv/bin/python benchmarks/smax_rmix_vs_qmix.py --map 3m --seeds 4 train.t_max=300000
 
-or tabulate runs already made with the CLI (``rmix-train env=smax env.map=3m method=rmix ...``):
+or tabulate runs already made with the CLI (``rmix-train env=smax env.map=3m method=rmix ...``),
+optionally each at its first evaluation from ``--up-to`` env steps on:
 
     .venv/bin/python benchmarks/smax_rmix_vs_qmix.py --map 3m --runs rmix=results/bench/smax3m_rmix qmix=...
 
@@ -35,8 +36,22 @@ def final_values(rows: list[dict], key: str, last: int = 1) -> np.ndarray:
     return np.asarray([np.mean(ys[-last:]) for _, (_, ys) in sorted(results.curves(rows, key).items())])
 
 
-def summarise(method: str, run_dir: Path) -> tuple[dict, list[dict]]:
+def up_to(rows: list[dict], steps: int) -> list[dict]:
+    """Each run's rows through its first evaluation at ``steps`` env steps or later (a run
+    continued past the others' budget is compared at equal env steps)."""
+    kept, done = [], set()
+    for row in rows:
+        if row["run"] in done:
+            continue
+        kept.append(row)
+        if row.get("active", True) and row.get("test_won") is not None and row["t_env"] >= steps:
+            done.add(row["run"])
+    return kept
+
+
+def summarise(method: str, run_dir: Path, steps: int | None = None) -> tuple[dict, list[dict]]:
     rows = results.load_metrics(run_dir)
+    rows = rows if steps is None else up_to(rows, steps)
     config = results.load_run_config(run_dir)
     won, ret = final_values(rows, "test_won"), final_values(rows, "test_return")
     from rliable import library as rly
@@ -74,6 +89,8 @@ def main() -> None:
     parser.add_argument("--runs", nargs="*", default=[], help="method=run_dir pairs to tabulate instead of training")
     parser.add_argument("--command", default="", help="the command that made --runs, recorded in the JSON")
     parser.add_argument("--name", default="", help="a variant name in the output file names")
+    parser.add_argument("--up-to", type=int, default=None,
+                        help="tabulate each run at its first evaluation at or after this many env steps")
     args = parser.parse_args()
     stem = f"smax_{args.map}_{args.name + '_' if args.name else ''}rmix_vs_qmix"
     run_dirs = dict(pair.split("=", 1) for pair in args.runs)
@@ -84,7 +101,7 @@ def main() -> None:
             run_dirs[method] = str(run(config, progress=True)[0])
     table, curves = [], {}
     for method, run_dir in run_dirs.items():
-        entry, rows = summarise(method, Path(run_dir))
+        entry, rows = summarise(method, Path(run_dir), args.up_to)
         table.append(entry)
         curves[method] = rows
     OUT.mkdir(parents=True, exist_ok=True)
@@ -94,7 +111,7 @@ def main() -> None:
     analysis.save_figure(fig, OUT / f"{stem}_return.png")
     command = args.command or "python benchmarks/smax_rmix_vs_qmix.py " + " ".join(
         [f"--map {args.map}", f"--seeds {args.seeds}", *([f"--name {args.name}"] if args.name else []),
-         *args.overrides])
+         *([f"--up-to {args.up_to}"] if args.up_to else []), *args.overrides])
     (OUT / f"{stem}.json").write_text(
         json.dumps({"map": args.map, "command": command, "rows": table}, indent=2))
     print(f"\nSMAX {args.map}: final greedy test win rate (last evaluation per seed)")
