@@ -467,17 +467,17 @@ def make_learner(config: Config, env: ArrayEnv | None = None, run_axis: str | No
             & (state.t_env - state.last_qr_t_env >= state.hyper.qr_interval)
         )
 
-        def loss_and_grads(with_qr: bool) -> Callable[[], tuple[tuple[chex.Array, dict], Params]]:
-            return lambda: jax.value_and_grad(loss_fn, has_aux=True)(
+        def loss_and_grads(with_qr: bool) -> tuple[tuple[chex.Array, dict], Params]:
+            return jax.value_and_grad(loss_fn, has_aux=True)(
                 state.params, state.target_params, batch, is_qr, state.hyper, with_qr
             )
 
         if use_qr:
             # The QR loss (M x M atom pairs per agent and step) only where some run needs it.
             any_qr = is_qr if run_axis is None else jax.lax.psum(is_qr.astype(jnp.int32), run_axis) > 0
-            (_, aux), grads = jax.lax.cond(any_qr, loss_and_grads(True), loss_and_grads(False))
+            (_, aux), grads = jax.lax.cond(any_qr, lambda: loss_and_grads(True), lambda: loss_and_grads(False))
         else:
-            (_, aux), grads = loss_and_grads(False)()
+            (_, aux), grads = loss_and_grads(False)
         do_td = can_learn & ~is_qr
         do_qr = can_learn & is_qr
 
