@@ -5,6 +5,8 @@ counts, next to random-policy env stepping alone (the ceiling), with compile tim
     .venv/bin/python benchmarks/throughput.py env=smax env.map=5m_vs_6m --seeds 1 4 16 \
         --out benchmarks/results/throughput_smax_5m_vs_6m.json
     .venv/bin/python benchmarks/throughput.py --seeds 8 --devices 1 2    # runs sharded over 1, then 2 devices
+    .venv/bin/python benchmarks/throughput.py env=smax env.map=3m --seeds 4 \
+        --variants train.time_windows=1 train.time_windows=4     # two settings side by side
 
 ``--devices`` times the training rows with the runs sharded over that many devices, as
 ``rmix-train`` does; on a CPU the script first makes the largest count of host devices
@@ -35,6 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--devices", type=int, nargs="+", default=[1],
                         help="shard the training rows' runs over this many devices (each count in turn)")
     parser.add_argument("--random-iterations", type=int, default=200)
+    parser.add_argument("--variants", nargs="+", default=[""],
+                        help="time the training rows once per override (space-separated in one string), in turn")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "throughput.json"))
     return parser
 
@@ -130,42 +134,51 @@ def main() -> None:
         rows.append(time_random_policy(args.overrides, seeds, args.random_iterations))
         for devices in args.devices:
             for method in ("rmix", "qmix"):
-                try:
-                    rows.append(time_training(args.overrides + [f"method={method}"], seeds, args.chunks, devices))
-                except jax.errors.JaxRuntimeError as err:  # e.g. RESOURCE_EXHAUSTED: report it as a row
-                    reason = str(err).splitlines()[0][:120]
-                    rows.append({"method": method, "seeds": seeds, "devices": devices, "env_steps": 0, "seconds": None,
-                                 "steps_per_s": None, "first_chunk_s": None, "state_mb_per_seed": None,
-                                 "peak_rss_mb": peak_rss_mb(), "error": reason})
-                print(f"done: {rows[-1]}", flush=True)
+                for variant in args.variants:
+                    label = f"{method} {variant}".strip()
+                    overrides = args.overrides + [f"method={method}"] + variant.split()
+                    try:
+                        rows.append({**time_training(overrides, seeds, args.chunks, devices), "method": label})
+                    except jax.errors.JaxRuntimeError as err:  # e.g. RESOURCE_EXHAUSTED: report it as a row
+                        reason = str(err).splitlines()[0][:120]
+                        rows.append({"method": label, "seeds": seeds, "devices": devices, "env_steps": 0, "seconds": None,
+                                     "steps_per_s": None, "first_chunk_s": None, "state_mb_per_seed": None,
+                                     "peak_rss_mb": peak_rss_mb(), "error": reason})
+                    print(f"done: {rows[-1]}", flush=True)
     device = f"{jax.devices()[0].platform} x{len(jax.devices())} ({platform.processor() or platform.machine()})"
     config = load_config(args.overrides)
     where = config.env_preset + (f" {config.env.map}" if config.env.name == "smax" else "")
     print(f"\nthroughput on {where} ({' '.join(args.overrides)}), device {device}, jax {jax.__version__}")
-    print(f"{'method':<26} {'seeds':>5} {'devices':>7} {'env steps/s':>12} {'per seed':>9} {'first chunk s':>14} "
+    width = max(26, *(len(r["method"]) for r in rows))
+    print(f"{'method':<{width}} {'seeds':>5} {'devices':>7} {'env steps/s':>12} {'per seed':>9} {'first chunk s':>14} "
           f"{'state MB/seed':>14} {'peak RSS MB':>12}")
     for r in rows:
         used = r.get("devices", "-")
         if r["steps_per_s"] is None:
-            print(f"{r['method']:<26} {r['seeds']:>5} {used:>7}  failed: {r['error']}")
+            print(f"{r['method']:<{width}} {r['seeds']:>5} {used:>7}  failed: {r['error']}")
             continue
         first = "-" if r["first_chunk_s"] is None else f"{r['first_chunk_s']:.1f}"
         state_mb = "-" if r["state_mb_per_seed"] is None else f"{r['state_mb_per_seed']:.1f}"
-        print(f"{r['method']:<26} {r['seeds']:>5} {used:>7} {r['steps_per_s']:>12.0f} "
+        print(f"{r['method']:<{width}} {r['seeds']:>5} {used:>7} {r['steps_per_s']:>12.0f} "
               f"{r['steps_per_s'] / r['seeds']:>9.0f} {first:>14} {state_mb:>14} {r['peak_rss_mb']:>12.0f}")
     for seeds in args.seeds:
         for devices in args.devices:
             by = {r["method"]: r["steps_per_s"] for r in rows if r["seeds"] == seeds and r.get("devices") == devices}
-            if by.get("rmix") and by.get("qmix"):
-                print(f"{seeds} seed(s), {devices} device(s): RMIX / QMIX throughput = {by['rmix'] / by['qmix']:.2f}")
+            for variant in args.variants:
+                rmix, qmix = by.get(f"rmix {variant}".strip()), by.get(f"qmix {variant}".strip())
+                if rmix and qmix:
+                    print(f"{seeds} seed(s), {devices} device(s){' ' + variant if variant else ''}: "
+                          f"RMIX / QMIX throughput = {rmix / qmix:.2f}")
+        first = f"rmix {args.variants[0]}".strip()
         rmix = {r["devices"]: r["steps_per_s"] for r in rows
-                if r["seeds"] == seeds and r["method"] == "rmix" and r.get("steps_per_s")}
+                if r["seeds"] == seeds and r["method"] == first and r.get("steps_per_s")}
         if len(rmix) > 1:
             base = rmix[min(rmix)]
             print(f"{seeds} seed(s), RMIX against {min(rmix)} device(s): "
                   + ", ".join(f"{d} devices {v / base:.2f}x" for d, v in sorted(rmix.items()) if d != min(rmix)))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"device": device, "jax": jax.__version__, "overrides": args.overrides, "rows": rows}, indent=2))
+    Path(args.out).write_text(json.dumps({"device": device, "jax": jax.__version__, "overrides": args.overrides,
+                                           "variants": args.variants, "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":

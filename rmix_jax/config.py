@@ -77,6 +77,7 @@ class TrainConfig:
     t_max: int = 50_000  # env steps per seed
     num_envs: int = 8  # episodes collected per iteration
     updates_per_iteration: int = 1
+    time_windows: int = 1  # an update's loss runs over the shortest of this many time windows that fits its batch
     buffer_size: int = 5000  # episodes
     batch_size: int = 32  # episodes
     gamma: float = 0.99
@@ -259,7 +260,7 @@ def validate(config: Config) -> Config:
     _validate_sweep(config)
     for name in ("t_max", "num_envs", "updates_per_iteration", "buffer_size", "batch_size",
                  "qr_interval", "target_update_interval", "iterations_per_eval", "test_episodes",
-                 "epsilon_anneal_steps"):
+                 "epsilon_anneal_steps", "time_windows"):
         value = getattr(t, name)
         _check(value >= 1, f"train.{name}", value, "use a whole number >= 1")
     _check(t.test_interval >= 0, "train.test_interval", t.test_interval, "use >= 0 (0 tests every iterations_per_eval)")

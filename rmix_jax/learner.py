@@ -129,6 +129,7 @@ class UpdateStats(NamedTuple):
     qr_loss_sum: chex.Array
     qr_count: chex.Array
     grad_norm_sum: chex.Array
+    window_sum: chex.Array  # entries per episode the update's loss ran over (0 without an update)
 
 
 class Learner(NamedTuple):
@@ -181,8 +182,10 @@ def make_learner(config: Config, env: ArrayEnv | None = None, run_axis: str | No
     """The learner of a config. ``run_axis``: the name of the ``jax.vmap`` axis over runs that the
     caller vmaps ``run_chunk`` / ``learn`` with (``RUN_AXIS``), or None when it vmaps without a name
     or not at all. With a name, an update skips the quantile-regression loss unless some run makes a
-    QR update then (a real ``lax.cond`` on a predicate reduced over the runs); without one, a vmapped
-    update computes both losses and selects per run, as a per-run ``cond`` becomes a ``select``.
+    QR update then (a real ``lax.cond`` on a predicate reduced over the runs), and runs its networks
+    over the shortest of ``train.time_windows`` time windows that holds every run's sampled episodes;
+    without one, a vmapped update computes every branch and selects per run, as a per-run ``cond``
+    becomes a ``select`` (so keep ``time_windows`` at 1 there).
     """
     env = env if env is not None else make_env(config.env)
     spec = env.spec
@@ -194,6 +197,13 @@ def make_learner(config: Config, env: ArrayEnv | None = None, run_axis: str | No
     mixed_alpha = "learned" in config.sweep.get("agent.alpha", ())
     mode = "straight_through" if mixed_alpha and ac.risk_predictor == "static" else ac.risk_predictor
     use_qr = tc.use_qr
+    # Time windows of the loss (``train.time_windows`` evenly spaced lengths, the last the whole
+    # stored episode): an update runs the networks over the shortest window that holds its batch.
+    window_sizes = tuple(sorted({math.ceil(k * t_len / tc.time_windows) + 1 for k in range(1, tc.time_windows + 1)}))
+
+    def reduce_runs(value: chex.Array, op: Callable) -> chex.Array:
+        """``value`` reduced over the runs with ``op`` (``lax.pmax``...) when they are a named axis."""
+        return value if run_axis is None else op(value, run_axis)
 
     agent = AgentNetwork(
         num_actions=a_dim,
@@ -467,17 +477,23 @@ def make_learner(config: Config, env: ArrayEnv | None = None, run_axis: str | No
             & (state.t_env - state.last_qr_t_env >= state.hyper.qr_interval)
         )
 
-        def loss_and_grads(with_qr: bool) -> tuple[tuple[chex.Array, dict], Params]:
+        def loss_and_grads(with_qr: bool, size: int) -> tuple[tuple[chex.Array, dict], Params]:
+            window = jax.tree.map(lambda v: v[:, :size], batch)  # the first ``size`` entries of each episode
             return jax.value_and_grad(loss_fn, has_aux=True)(
-                state.params, state.target_params, batch, is_qr, state.hyper, with_qr
+                state.params, state.target_params, window, is_qr, state.hyper, with_qr
             )
 
-        if use_qr:
-            # The QR loss (M x M atom pairs per agent and step) only where some run needs it.
-            any_qr = is_qr if run_axis is None else jax.lax.psum(is_qr.astype(jnp.int32), run_axis) > 0
-            (_, aux), grads = jax.lax.cond(any_qr, lambda: loss_and_grads(True), lambda: loss_and_grads(False))
-        else:
-            (_, aux), grads = loss_and_grads(False)
+        # One branch per (QR loss or not, time window); the branch is chosen once for all runs
+        # (reduced over run_axis), so a vmapped update computes only that one.
+        with_qr_options = (False, True) if use_qr else (False,)
+        branches = [lambda q=q, s=s: loss_and_grads(q, s) for q in with_qr_options for s in window_sizes]
+        # The QR loss (M x M atom pairs per agent and step) only where some run needs it.
+        any_qr = reduce_runs(is_qr.astype(jnp.int32), jax.lax.pmax) > 0
+        # The shortest window that holds every sampled episode and the entry after its last step.
+        needed = reduce_runs(jnp.max(jnp.sum(batch.filled, axis=1)) + 1, jax.lax.pmax)
+        window_index = jnp.sum(needed > jnp.asarray(window_sizes[:-1]))
+        branch = window_index + len(window_sizes) * any_qr.astype(jnp.int32) if use_qr else window_index
+        (_, aux), grads = jax.lax.switch(branch, branches) if len(branches) > 1 else branches[0]()
         do_td = can_learn & ~is_qr
         do_qr = can_learn & is_qr
 
@@ -501,6 +517,7 @@ def make_learner(config: Config, env: ArrayEnv | None = None, run_axis: str | No
             qr_loss_sum=jnp.where(do_qr, aux["qr_loss"], 0.0),
             qr_count=do_qr.astype(jnp.float32),
             grad_norm_sum=jnp.where(can_learn, optax.tree.norm(grads), 0.0),
+            window_sum=jnp.where(can_learn, jnp.asarray(window_sizes)[window_index], 0).astype(jnp.float32),
         )
         return state, stats
 
@@ -610,6 +627,7 @@ def make_learner(config: Config, env: ArrayEnv | None = None, run_axis: str | No
             "qr_loss": _ratio(it["qr_loss_sum"], it["qr_count"]),
             "qr_updates": jnp.sum(it["qr_count"]),
             "grad_norm": _ratio(it["grad_norm_sum"], it["td_count"] + it["qr_count"]),
+            "update_window": _ratio(it["window_sum"], it["td_count"] + it["qr_count"]),
             "alpha_hist": jnp.sum(it["alpha_hist"], axis=0),
             "lr": new_state.hyper.lr,
         }

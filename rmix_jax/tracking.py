@@ -34,7 +34,7 @@ from rmix_jax.config import Config
 
 # Metrics logged as series (scalars per run); the rest (histograms, counters) are summarised separately.
 SERIES = ("test_return", "test_won", "test_length", "return_mean", "won_rate", "length_mean",
-          "td_loss", "qr_loss", "grad_norm", "epsilon", "lr", "t_env")
+          "td_loss", "qr_loss", "grad_norm", "update_window", "epsilon", "lr", "t_env")
 WANDB_DIR = "wandb"
 
 

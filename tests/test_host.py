@@ -9,10 +9,11 @@ from rmix_jax.config import load_config
 from rmix_jax.host import HostRunner, StepFromHost
 
 # A 4 x 2 grid, 2 seeds, 2 envs each, 3 test episodes (not a multiple of the envs:
-# the host loop's last batch is partial), QR updates mixed in.
+# the host loop's last batch is partial), QR updates mixed in, the loss over time windows.
 CONFIG = ["env.width=4", "env.height=2", "num_seeds=2", "train.num_envs=2", "train.iterations_per_eval=2",
           "train.test_episodes=3", "train.batch_size=4", "train.buffer_size=32", "agent.hidden_dim=16",
-          "train.start_to_update_qr=0", "train.qr_interval=40", "train.t_max=400", "wandb.mode=disabled"]
+          "train.start_to_update_qr=0", "train.qr_interval=40", "train.t_max=400", "wandb.mode=disabled",
+          "train.time_windows=3"]
 
 
 
@@ -32,7 +33,7 @@ def test_host_loop_matches_jitted_chunks():
         jitted, host = jax.device_get((jitted, host))
         assert set(host) == set(jitted)
         # Same keys, same episodes: integer rewards make returns exact.
-        for key in ("t_env", "episodes", "updates", "qr_updates", "alpha_hist", "test_alpha_hist"):
+        for key in ("t_env", "episodes", "updates", "qr_updates", "alpha_hist", "test_alpha_hist", "update_window"):
             np.testing.assert_array_equal(host[key], jitted[key], err_msg=key)
         for key in ("return_mean", "test_return", "test_length", "won_rate"):
             np.testing.assert_array_equal(host[key], jitted[key], err_msg=key)

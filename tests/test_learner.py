@@ -209,6 +209,65 @@ def test_qr_loss_skipped_by_a_cond_over_runs_changes_nothing():
     assert conds_named == conds_plain + 1  # the QR cond survives vmap only with the named axis
 
 
+def test_loss_over_a_window_that_holds_the_batch_equals_the_whole_episode():
+    """The TD(lambda) and QR losses and their gradient over the first L + 1 entries of the stored
+    episodes, L the longest episode in the batch, are those over the whole padded episodes."""
+    learner = make_learner(load_config(TINY + ["train.td_lambda=0.8"]))
+    params = learner.init(jax.random.PRNGKey(0)).params
+    target = jax.tree.map(lambda x: x * 0.9, params)
+    batch = random_batch(learner, n=8, seed=5)
+    longest = int(np.asarray(batch.filled).sum(axis=1).max())
+    assert longest + 1 < batch.filled.shape[1]  # the batch leaves padding to cut
+
+    @jax.jit
+    def losses_and_grad(episodes):
+        def both(p):
+            aux = learner.loss(p, target, episodes, jnp.bool_(True), None, True)[1]
+            return aux["td_loss"] + aux["qr_loss"], aux
+        return jax.grad(both, has_aux=True)(params)
+
+    grads_whole, whole = losses_and_grad(batch)
+    grads_cut, cut = losses_and_grad(jax.tree.map(lambda v: v[:, :longest + 1], batch))
+    short = losses_and_grad(jax.tree.map(lambda v: v[:, :longest], batch))[1]  # drops the last transitions
+    for key in ("td_loss", "qr_loss"):
+        np.testing.assert_allclose(cut[key], whole[key], rtol=1e-5, err_msg=key)
+        assert abs(float(short[key]) - float(whole[key])) > 1e-4 * abs(float(whole[key])), key
+    for a, b in zip(jax.tree.leaves(grads_cut), jax.tree.leaves(grads_whole)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.slow
+def test_time_windows_train_the_same_runs_to_the_same_parameters():
+    """With ``train.time_windows`` an update runs over the shortest window that holds every run's
+    batch (chosen over the named run axis). Two runs trained that way and over whole episodes end
+    with the same losses and parameters, and the windowed program used shorter windows."""
+    from rmix_jax.learner import RUN_AXIS, hyper_from_config
+
+    def train(windows):
+        config = load_config(TINY + ["env.width=4", "env.height=2", "train.iterations_per_eval=3",
+                                     "train.td_lambda=0.8", f"train.time_windows={windows}"])
+        points = [dict(start_to_update_qr=0, qr_interval=20), dict(start_to_update_qr=10**9, qr_interval=1)]
+        hyper = jax.tree.map(lambda *x: jnp.stack(x), *[hyper_from_config(config, **p) for p in points])
+        learner = make_learner(config, run_axis=RUN_AXIS)
+        chunk = jax.jit(jax.vmap(learner.run_chunk, axis_name=RUN_AXIS))
+        state = jax.vmap(learner.init)(jax.random.split(jax.random.PRNGKey(3), 2), hyper)
+        rows = []
+        for _ in range(4):
+            state, metrics = chunk(state)
+            rows.append({k: np.asarray(metrics[k]) for k in ("td_loss", "qr_updates", "update_window")})
+        return state.params, {k: np.stack([r[k] for r in rows]) for k in rows[0]}, learner.spec.episode_limit
+
+    (params_1, m_1, limit), (params_2, m_2, _) = train(1), train(2)
+    np.testing.assert_array_equal(m_1["update_window"], limit + 1)  # whole episodes
+    assert m_2["update_window"].min() < limit + 1  # some updates ran on a shorter window
+    np.testing.assert_array_equal(m_2["update_window"][:, 0], m_2["update_window"][:, 1])  # one window for all runs
+    np.testing.assert_array_equal(m_2["qr_updates"], m_1["qr_updates"])
+    assert m_2["qr_updates"][:, 0].sum() >= 2
+    np.testing.assert_allclose(m_2["td_loss"], m_1["td_loss"], rtol=1e-4, atol=1e-6)
+    for a, b in zip(jax.tree.leaves(params_2), jax.tree.leaves(params_1)):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
+
+
 @pytest.mark.parametrize("method", ["qmix", "rmix"])
 def test_acting_and_training_unrolls_agree(method):
     # The values the learner trains on are the ones the agents acted on: same hidden
