@@ -176,36 +176,39 @@ def test_schedule_is_traced_and_followed_per_run():
     assert run_chunk._cache_size() == 1  # both schedules ran in one compiled program
 
 
-def test_qr_loss_skipped_by_a_cond_over_runs_changes_nothing():
+def test_qr_loss_skipped_and_time_windows_over_runs_change_nothing():
     """Vmapped with a named run axis, an update computes the QR loss only when some run makes a
-    QR update (a real cond on a psum over the runs); without the name both losses are computed
-    and selected per run. The two programs train the same runs to the same parameters, through
-    updates where one run, both or neither make a QR update."""
+    QR update (a real cond on a maximum over the runs); without the name both losses are computed
+    and selected per run. With ``train.time_windows`` it also runs over the shortest window that
+    holds every run's batch. The three programs train the same runs to the same parameters,
+    through updates where one run, both or neither make a QR update."""
     from rmix_jax.learner import RUN_AXIS, hyper_from_config
 
-    config = load_config(TINY + ["train.iterations_per_eval=3"])
-    points = [dict(start_to_update_qr=0, qr_interval=60), dict(start_to_update_qr=10**9, qr_interval=1)]
-    hyper = jax.tree.map(lambda *x: jnp.stack(x), *[hyper_from_config(config, **p) for p in points])
-    keys = jax.random.split(jax.random.PRNGKey(3), len(points))
-
-    def train(run_axis):
+    def train(run_axis, windows=1):
+        config = load_config(TINY + ["train.iterations_per_eval=3", "train.td_lambda=0.8", f"train.time_windows={windows}"])
+        points = [dict(start_to_update_qr=0, qr_interval=60), dict(start_to_update_qr=10**9, qr_interval=1)]
+        hyper = jax.tree.map(lambda *x: jnp.stack(x), *[hyper_from_config(config, **p) for p in points])
         learner = make_learner(config, run_axis=run_axis)
         chunk = jax.vmap(learner.run_chunk, axis_name=run_axis)
-        state = jax.vmap(learner.init)(keys, hyper)
-        qr, td = [], []
+        state = jax.vmap(learner.init)(jax.random.split(jax.random.PRNGKey(3), len(points)), hyper)
+        rows = []
         for _ in range(4):
             state, metrics = jax.jit(chunk)(state)
-            qr.append(np.asarray(metrics["qr_updates"]))
-            td.append(np.asarray(metrics["td_loss"]))
+            rows.append({k: np.asarray(metrics[k]) for k in ("td_loss", "qr_updates", "update_window")})
         conds = str(jax.make_jaxpr(chunk)(state)).count("cond[")
-        return state.params, np.stack(qr), np.stack(td), conds
+        return state.params, {k: np.stack([r[k] for r in rows]) for k in rows[0]}, conds
 
-    (named, qr_named, td_named, conds_named), (plain, qr_plain, td_plain, conds_plain) = map(train, (RUN_AXIS, None))
-    np.testing.assert_array_equal(qr_named, qr_plain)
-    assert 2 <= qr_named[:, 0].sum() < 4 * 3 and qr_named[:, 1].sum() == 0
-    np.testing.assert_allclose(td_named, td_plain, rtol=1e-5, atol=1e-6)
-    for a, b in zip(jax.tree.leaves(named), jax.tree.leaves(plain)):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    (named, m_named, conds_named), (plain, m_plain, conds_plain) = train(RUN_AXIS), train(None)
+    windowed, m_windowed, _ = train(RUN_AXIS, windows=2)
+    limit = make_learner(load_config(TINY)).spec.episode_limit
+    assert 2 <= m_named["qr_updates"][:, 0].sum() < 4 * 3 and m_named["qr_updates"][:, 1].sum() == 0
+    np.testing.assert_array_equal(m_named["update_window"], limit + 1)
+    assert m_windowed["update_window"].max() < limit + 1  # the 29-entry window held these batches
+    for m, params in ((m_plain, plain), (m_windowed, windowed)):
+        np.testing.assert_array_equal(m["qr_updates"], m_named["qr_updates"])
+        np.testing.assert_allclose(m["td_loss"], m_named["td_loss"], rtol=1e-4, atol=1e-6)
+        for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(named)):
+            np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
     assert conds_named == conds_plain + 1  # the QR cond survives vmap only with the named axis
 
 
@@ -234,38 +237,6 @@ def test_loss_over_a_window_that_holds_the_batch_equals_the_whole_episode():
         assert abs(float(short[key]) - float(whole[key])) > 1e-4 * abs(float(whole[key])), key
     for a, b in zip(jax.tree.leaves(grads_cut), jax.tree.leaves(grads_whole)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
-
-
-@pytest.mark.slow
-def test_time_windows_train_the_same_runs_to_the_same_parameters():
-    """With ``train.time_windows`` an update runs over the shortest window that holds every run's
-    batch (chosen over the named run axis). Two runs trained that way and over whole episodes end
-    with the same losses and parameters, and the windowed program used shorter windows."""
-    from rmix_jax.learner import RUN_AXIS, hyper_from_config
-
-    def train(windows):
-        config = load_config(TINY + ["env.width=4", "env.height=2", "train.iterations_per_eval=3",
-                                     "train.td_lambda=0.8", f"train.time_windows={windows}"])
-        points = [dict(start_to_update_qr=0, qr_interval=20), dict(start_to_update_qr=10**9, qr_interval=1)]
-        hyper = jax.tree.map(lambda *x: jnp.stack(x), *[hyper_from_config(config, **p) for p in points])
-        learner = make_learner(config, run_axis=RUN_AXIS)
-        chunk = jax.jit(jax.vmap(learner.run_chunk, axis_name=RUN_AXIS))
-        state = jax.vmap(learner.init)(jax.random.split(jax.random.PRNGKey(3), 2), hyper)
-        rows = []
-        for _ in range(4):
-            state, metrics = chunk(state)
-            rows.append({k: np.asarray(metrics[k]) for k in ("td_loss", "qr_updates", "update_window")})
-        return state.params, {k: np.stack([r[k] for r in rows]) for k in rows[0]}, learner.spec.episode_limit
-
-    (params_1, m_1, limit), (params_2, m_2, _) = train(1), train(2)
-    np.testing.assert_array_equal(m_1["update_window"], limit + 1)  # whole episodes
-    assert m_2["update_window"].min() < limit + 1  # some updates ran on a shorter window
-    np.testing.assert_array_equal(m_2["update_window"][:, 0], m_2["update_window"][:, 1])  # one window for all runs
-    np.testing.assert_array_equal(m_2["qr_updates"], m_1["qr_updates"])
-    assert m_2["qr_updates"][:, 0].sum() >= 2
-    np.testing.assert_allclose(m_2["td_loss"], m_1["td_loss"], rtol=1e-4, atol=1e-6)
-    for a, b in zip(jax.tree.leaves(params_2), jax.tree.leaves(params_1)):
-        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
 
 
 @pytest.mark.parametrize("method", ["qmix", "rmix"])
