@@ -41,7 +41,7 @@ def move_vectors(num_moves: int) -> jnp.ndarray:
     return jnp.asarray(raw @ rotation.T, jnp.float32)
 
 
-def make_policy(name: str, env, num_allies: int, num_moves: int):
+def make_policy(name: str, num_allies: int, num_moves: int):
     """(key, env_state, avail (N, A)) -> (N,) actions."""
     moves = move_vectors(num_moves)
     first_attack = num_moves + 1  # moves, then stop, then one attack per enemy
@@ -75,7 +75,9 @@ def make_policy(name: str, env, num_allies: int, num_moves: int):
         other = jnp.argmax(in_range, axis=-1)  # some enemy in range, if any
         attack = jnp.where(can_hit_target, target, other) + first_attack
         walk = towards(avail, ally_pos, enemy_pos[target])
-        action = jnp.where(jnp.any(in_range, axis=-1) & (name == "focus_fire") | can_hit_target, attack, walk)
+        # focus fire shoots whatever is in range while walking to its target; closest only its target
+        fire = jnp.any(in_range, axis=-1) if name == "focus_fire" else can_hit_target
+        action = jnp.where(fire, attack, walk)
         dead = avail[:, :num_moves].sum(-1) == 0  # a dead unit may only stop
         return jnp.where(dead, uniform(key, avail), action)
 
@@ -86,7 +88,7 @@ def evaluate(map_name: str, policy: str, episodes: int, seed: int) -> dict:
     config = load_config(["env=smax", f"env.map={map_name}"])
     env = make_env(config.env)
     inner = env.env._env
-    act = make_policy(policy, env, env.num_allies, int(inner.num_movement_actions) - 1)
+    act = make_policy(policy, env.num_allies, int(inner.num_movement_actions) - 1)
     limit = env.spec.episode_limit
 
     def episode(key):

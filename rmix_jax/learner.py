@@ -201,9 +201,9 @@ def make_learner(config: Config, env: ArrayEnv | None = None, run_axis: str | No
     # stored episode): an update runs the networks over the shortest window that holds its batch.
     window_sizes = tuple(sorted({math.ceil(k * t_len / tc.time_windows) + 1 for k in range(1, tc.time_windows + 1)}))
 
-    def reduce_runs(value: chex.Array, op: Callable) -> chex.Array:
-        """``value`` reduced over the runs with ``op`` (``lax.pmax``...) when they are a named axis."""
-        return value if run_axis is None else op(value, run_axis)
+    def max_over_runs(value: chex.Array) -> chex.Array:
+        """The maximum of ``value`` over the runs when they are a named axis (else the run's own)."""
+        return value if run_axis is None else jax.lax.pmax(value, run_axis)
 
     agent = AgentNetwork(
         num_actions=a_dim,
@@ -488,12 +488,12 @@ def make_learner(config: Config, env: ArrayEnv | None = None, run_axis: str | No
         with_qr_options = (False, True) if use_qr else (False,)
         branches = [lambda q=q, s=s: loss_and_grads(q, s) for q in with_qr_options for s in window_sizes]
         # The QR loss (M x M atom pairs per agent and step) only where some run needs it.
-        any_qr = reduce_runs(is_qr.astype(jnp.int32), jax.lax.pmax) > 0
+        any_qr = max_over_runs(is_qr.astype(jnp.int32)) > 0
         # The shortest window that holds every sampled episode and the entry after its last step.
-        needed = reduce_runs(jnp.max(jnp.sum(batch.filled, axis=1)) + 1, jax.lax.pmax)
+        needed = max_over_runs(jnp.max(jnp.sum(batch.filled, axis=1)) + 1)
         window_index = jnp.sum(needed > jnp.asarray(window_sizes[:-1]))
         branch = window_index + len(window_sizes) * any_qr.astype(jnp.int32) if use_qr else window_index
-        (_, aux), grads = jax.lax.switch(branch, branches) if len(branches) > 1 else branches[0]()
+        (_, aux), grads = jax.lax.switch(branch, branches)  # a single branch is simply called
         do_td = can_learn & ~is_qr
         do_qr = can_learn & is_qr
 
