@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rmix_jax import analysis
 from rmix_jax.config import load_config
 from rmix_jax.envs import make_env
 
@@ -112,16 +113,9 @@ def evaluate(map_name: str, policy: str, episodes: int, seed: int) -> dict:
 
     ret, length, won = jax.jit(jax.vmap(episode))(jax.random.split(jax.random.PRNGKey(seed), episodes))
     ret, length, won = map(np.asarray, (ret, length, won))
-    low, high = wilson(int(won.sum()), episodes)
+    low, high = analysis.win_rate_interval(int(won.sum()), episodes)
     return {"map": map_name, "policy": policy, "episodes": episodes, "win_rate": float(won.mean()),
             "win_rate_95": [low, high], "return_mean": float(ret.mean()), "length_mean": float(length.mean())}
-
-
-def wilson(wins: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    p = wins / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return centre - half, centre + half
 
 
 def main() -> None:

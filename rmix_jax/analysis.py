@@ -211,6 +211,14 @@ def iqm(values: np.ndarray, axis: int = 0) -> np.ndarray:
     return scipy.stats.trim_mean(np.asarray(values, float), 0.25, axis=axis)
 
 
+def win_rate_interval(wins: int, episodes: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a win rate from ``wins`` of ``episodes`` (scipy's ``binomtest``)."""
+    import scipy.stats
+
+    ci = scipy.stats.binomtest(int(wins), int(episodes)).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
 def seed_matrix(rows: Sequence[dict[str, Any]], key: str = "test_return", num_points: int = 100):
     """(grid, values (seeds, points)): every seed's curve held at its last value on a common grid."""
     seed_curves = results.curves(rows, key)

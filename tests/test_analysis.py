@@ -55,6 +55,16 @@ def test_trace_matches_cvar_and_greedy_choice(method):
     assert one.reward.shape == (1, int(trace.lengths[1])) and one.won.shape == (1,)
 
 
+def test_win_rate_interval_is_wilsons():
+    # 8 wins of 10 by hand: centre (0.8 + z^2/20) / (1 + z^2/10), half-width z sqrt(0.016 + z^2/400) / (1 + z^2/10)
+    np.testing.assert_allclose(analysis.win_rate_interval(8, 10), (0.49016, 0.94332), atol=1e-5)
+    for wins, n in [(0, 512), (347, 512), (32, 32), (5, 7)]:
+        p, z = wins / n, 1.959963984540054
+        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+        half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+        np.testing.assert_allclose(analysis.win_rate_interval(wins, n), (centre - half, centre + half), atol=1e-9)
+
+
 def test_iqm_and_bootstrap_interval():
     np.testing.assert_allclose(analysis.iqm(np.arange(1.0, 9.0)), 4.5)  # mean of 3, 4, 5, 6
     rows = []
