@@ -211,6 +211,27 @@ def iqm(values: np.ndarray, axis: int = 0) -> np.ndarray:
     return scipy.stats.trim_mean(np.asarray(values, float), 0.25, axis=axis)
 
 
+def iqm_interval(values: Sequence[float], reps: int = 2000, confidence: float = 0.95,
+                 seed: int = 0) -> tuple[float, float, float]:
+    """IQM of one value per seed with its stratified-bootstrap interval (rliable): (iqm, lower, upper).
+
+    rliable draws from NumPy's global generator: it is seeded with ``seed`` for the call and
+    restored afterwards, so the interval is reproducible and callers' random streams are untouched.
+    """
+    from rliable import library as rly
+
+    scores = np.asarray(values, float).reshape(-1, 1)  # (seeds, tasks = 1)
+    saved = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        point, interval = rly.get_interval_estimates(
+            {"x": scores}, lambda s: np.array([iqm(s[:, 0])]), reps=reps, confidence_interval_size=confidence
+        )
+    finally:
+        np.random.set_state(saved)
+    return float(point["x"][0]), float(interval["x"][0][0]), float(interval["x"][1][0])
+
+
 def win_rate_interval(wins: int, episodes: int, confidence: float = 0.95) -> tuple[float, float]:
     """Wilson score interval of a win rate from ``wins`` of ``episodes`` (scipy's ``binomtest``)."""
     import scipy.stats
@@ -404,11 +425,35 @@ def plot_iqm_curves(
     return fig
 
 
+def predictor_diagnostics(rows: Sequence[dict[str, Any]]) -> dict[int, dict[str, np.ndarray]]:
+    """Per seed (of a run without a sweep, or one point's rows): ``t_env``, ``alpha_entropy`` and
+    ``risk_grad_norm`` of the active chunks that logged them (NaN where a chunk made no TD update).
+    Empty for a static alpha, or for a run from before these metrics existed."""
+    out: dict[int, dict[str, np.ndarray]] = {}
+    for seed in sorted({r["seed"] for r in rows}):
+        seed_rows = [r for r in rows if r["seed"] == seed and r["active"] and r.get("alpha_entropy") is not None]
+        if seed_rows:
+            out[seed] = {
+                "t_env": np.asarray([r["t_env"] for r in seed_rows], float),
+                "alpha_entropy": np.asarray([r["alpha_entropy"] for r in seed_rows], float),
+                "risk_grad_norm": np.asarray([np.nan if r.get("risk_grad_norm") is None else r["risk_grad_norm"]
+                                              for r in seed_rows], float),
+            }
+    return out
+
+
 def plot_alpha_over_training(rows: Sequence[dict[str, Any]], key: str = "alpha_hist", title: str = "") -> Any:
-    """Share of each risk level among chosen alphas per chunk (stacked), and mean alpha per seed."""
+    """Share of each risk level among chosen alphas per chunk (stacked) and mean alpha per seed; below
+    them, where the rows have them, the predictor's diagnostics per seed: the entropy of P(alpha) and the
+    norm of the TD gradient reaching the predictor (a predictor that has stopped learning shows as an
+    entropy near 0 and a vanishing gradient)."""
     plt = _pyplot()
     stats = alpha_over_training(rows, key)
-    fig, (ax_s, ax_m) = plt.subplots(2, 1, figsize=(6.4, 5.2), sharex=True, height_ratios=(1.4, 1))
+    diagnostics = predictor_diagnostics(rows)
+    panels = 4 if diagnostics else 2
+    fig, axes = plt.subplots(panels, 1, figsize=(6.4, 2.6 * panels), sharex=True,
+                             height_ratios=(1.4, 1, 1, 1)[:panels])
+    ax_s, ax_m = axes[0], axes[1]
     colors = plt.get_cmap("viridis")(np.linspace(0, 1, len(stats["levels"])))
     ax_s.stackplot(
         stats["env_steps"], np.nan_to_num(stats["share"]).T, colors=colors,
@@ -425,9 +470,21 @@ def plot_alpha_over_training(rows: Sequence[dict[str, Any]], key: str = "alpha_h
         mean = np.nanmean(stats["mean_alpha"], axis=0)
     ax_m.plot(stats["env_steps"], mean, color="k", linewidth=2, label="mean over seeds")
     ax_m.set_ylim(0, 1.05)
-    ax_m.set_xlabel("env steps per seed")
     ax_m.set_ylabel("mean alpha")
     ax_m.legend(fontsize=8)
     ax_m.grid(alpha=0.3)
+    if diagnostics:
+        ax_h, ax_g = axes[2], axes[3]
+        num_levels = len(stats["levels"])
+        for seed, d in diagnostics.items():
+            ax_h.plot(d["t_env"], d["alpha_entropy"], alpha=0.6, linewidth=1)
+            ax_g.semilogy(d["t_env"], np.maximum(d["risk_grad_norm"], 1e-30), alpha=0.6, linewidth=1)
+        ax_h.axhline(np.log(num_levels), color="k", linestyle=":", linewidth=1, label=f"uniform (ln {num_levels})")
+        ax_h.set_ylabel("entropy of P(alpha)\n(nats)")
+        ax_h.legend(fontsize=8)
+        ax_h.grid(alpha=0.3)
+        ax_g.set_ylabel("TD gradient norm\non the predictor")
+        ax_g.grid(alpha=0.3)
+    axes[-1].set_xlabel("env steps per seed")
     fig.tight_layout()
     return fig

@@ -26,6 +26,7 @@ METHODS = ("rmix", "rmix_static", "rmix_frozen", "qmix", "vdn", "iql", "rdn")
 ENV_NAMES = ("macn", "smax", "smac")
 SMAC_DIFFICULTIES = ("1", "2", "3", "4", "5", "6", "7", "8", "9", "A")
 RISK_PREDICTORS = ("straight_through", "frozen", "static")
+RISK_SCORES = ("standardized", "paper")  # rmix_jax.networks.AgentNetwork explains both
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 # Keys a sweep may vary: they are traced values in the learner (rmix_jax.learner.Hyper).
 SWEEPABLE = ("agent.alpha", "train.lr", "train.qr_lr", "train.gamma", "train.td_lambda", "train.epsilon_finish",
@@ -62,6 +63,8 @@ class AgentConfig:
     num_risk_levels: int = 10
     risk_embed_dim: int = 0  # 0: the number of agents, as the reference does
     risk_predictor: str = "straight_through"
+    risk_scores: str = "standardized"  # the predictor's scores: standardized atoms, or the paper's raw ones
+    risk_temperature: float = 3.0  # standardized scores lie in [-T, T]
     alpha: float = 1.0  # used when risk_predictor is static
 
 
@@ -251,6 +254,8 @@ def validate(config: Config) -> Config:
         a.risk_predictor,
         f"choose one of {', '.join(RISK_PREDICTORS)}",
     )
+    _check(a.risk_temperature > 0, "agent.risk_temperature", a.risk_temperature, "use T > 0 (default 3)")
+    _check(a.risk_scores in RISK_SCORES, "agent.risk_scores", a.risk_scores, f"choose one of {', '.join(RISK_SCORES)}")
     _check(0.0 < a.alpha <= 1.0, "agent.alpha", a.alpha, "alpha must lie in (0, 1]")
     _check(m.kind in MIXERS, "mixer.kind", m.kind, f"choose one of {', '.join(MIXERS)}")
     ck, wb = config.checkpoint, config.wandb
@@ -438,4 +443,8 @@ def with_overrides(saved: Config, overrides: Sequence[str]) -> Config:
 
 def config_from_dict(data: dict[str, Any]) -> Config:
     """Rebuild a config saved with ``Config.to_dict`` (validated)."""
+    agent = data.get("agent")
+    if isinstance(agent, dict) and "risk_scores" not in agent:
+        # Runs saved before agent.risk_scores existed were trained with the paper's scores.
+        data = {**data, "agent": {**agent, "risk_scores": "paper"}}
     return validate(_build(Config, _normalise_sweep(data)))

@@ -30,7 +30,7 @@ from flax import struct
 from rmix_jax import ops
 from rmix_jax.config import Config
 from rmix_jax.envs import ArrayEnv, EnvSpec, TimeStep, make_env
-from rmix_jax.networks import AgentCarry, AgentNetwork, make_mixer, zero_carry
+from rmix_jax.networks import RISK_PREDICTOR_PARAMS, AgentCarry, AgentNetwork, make_mixer, zero_carry
 
 
 @struct.dataclass
@@ -130,6 +130,8 @@ class UpdateStats(NamedTuple):
     qr_count: chex.Array
     grad_norm_sum: chex.Array
     window_sum: chex.Array  # entries per episode the update's loss ran over (0 without an update)
+    alpha_entropy_sum: chex.Array  # mean entropy of P(alpha) over the batch's filled agent-steps (nats)
+    risk_grad_norm_sum: chex.Array  # norm of the TD loss's gradient reaching the predictor (TD updates)
 
 
 class Learner(NamedTuple):
@@ -212,6 +214,8 @@ def make_learner(config: Config, env: ArrayEnv | None = None, run_axis: str | No
         num_risk_levels=num_levels,
         risk_embed_dim=ac.risk_embed_dim or n,
         use_risk_predictor=config.uses_risk_predictor or mixed_alpha,
+        risk_scores=ac.risk_scores,
+        risk_temperature=ac.risk_temperature,
     )
     mixer = make_mixer(config.mixer.kind, config.mixer.embed_dim, config.mixer.hypernet_hidden)
     # Adam without its learning-rate step: the rate is applied from Hyper (traced, so
@@ -456,7 +460,9 @@ def make_learner(config: Config, env: ArrayEnv | None = None, run_axis: str | No
         denominator = jnp.maximum(jnp.sum(mask), 1.0)
         td_error = (c_tot - y) * mask[..., None]
         td_loss = jnp.sum(td_error**2) / (denominator * c_tot.shape[-1])
-        aux = {"td_loss": td_loss, "qr_loss": jnp.float32(0.0)}
+        entropy = ops.softmax_entropy(jax.lax.stop_gradient(scores[:, :-1]))  # (B, T, N)
+        alpha_entropy = jnp.sum(entropy * mask[..., None]) / (denominator * n)
+        aux = {"td_loss": td_loss, "qr_loss": jnp.float32(0.0), "alpha_entropy": alpha_entropy}
         if not with_qr:
             return td_loss, aux
 
@@ -518,8 +524,21 @@ def make_learner(config: Config, env: ArrayEnv | None = None, run_axis: str | No
             qr_count=do_qr.astype(jnp.float32),
             grad_norm_sum=jnp.where(can_learn, optax.tree.norm(grads), 0.0),
             window_sum=jnp.where(can_learn, jnp.asarray(window_sizes)[window_index], 0).astype(jnp.float32),
+            alpha_entropy_sum=jnp.where(can_learn, aux["alpha_entropy"], 0.0),
+            risk_grad_norm_sum=jnp.where(do_td, predictor_grad_norm(grads), 0.0),
         )
         return state, stats
+
+    def predictor_grad_norm(grads: Params) -> chex.Array:
+        """Global norm of the gradient on the risk predictor's parameters (0 without a predictor)."""
+        agent_grads = grads.agent["params"]
+        return optax.tree.norm([agent_grads[name] for name in RISK_PREDICTOR_PARAMS if name in agent_grads])
+
+    def learns_alpha(hyper: Hyper) -> chex.Array:
+        """Whether a run acts on the predictor's alpha (False for static alpha, per run in a mixed sweep)."""
+        if mode == "static":
+            return jnp.bool_(False)
+        return (hyper.alpha == LEARNED_ALPHA) if mixed_alpha else jnp.bool_(True)
 
     def epsilon_at(hyper: Hyper, t_env: chex.Array) -> chex.Array:
         return ops.linear_schedule(tc.epsilon_start, hyper.epsilon_finish, hyper.epsilon_anneal_steps, t_env)
@@ -628,6 +647,11 @@ def make_learner(config: Config, env: ArrayEnv | None = None, run_axis: str | No
             "qr_updates": jnp.sum(it["qr_count"]),
             "grad_norm": _ratio(it["grad_norm_sum"], it["td_count"] + it["qr_count"]),
             "update_window": _ratio(it["window_sum"], it["td_count"] + it["qr_count"]),
+            # Predictor diagnostics; NaN for a run on a static alpha, which has none.
+            "alpha_entropy": jnp.where(learns_alpha(new_state.hyper),
+                                       _ratio(it["alpha_entropy_sum"], it["td_count"] + it["qr_count"]), jnp.nan),
+            "risk_grad_norm": jnp.where(learns_alpha(new_state.hyper),
+                                        _ratio(it["risk_grad_norm_sum"], it["td_count"]), jnp.nan),
             "alpha_hist": jnp.sum(it["alpha_hist"], axis=0),
             "lr": new_state.hyper.lr,
         }

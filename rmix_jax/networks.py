@@ -28,6 +28,31 @@ class AgentOutput:
     scores: jax.Array  # (..., K) risk-level scores (zeros when there is no predictor)
 
 
+# The risk predictor's own parameters (the atom head it reads is the value branch's).
+RISK_PREDICTOR_PARAMS = ("risk_torso", "risk_gru", "history_embed", "current_embed")
+
+
+def standardize(values: jax.Array, like: jax.Array) -> jax.Array:
+    """``values`` (..., D) in the units of ``like`` (..., D'): minus the mean of ``like`` along its last
+    axis, over its standard deviation (no parameters).
+
+    Standardizing the history atoms by the current atoms' statistics (rather than their own)
+    keeps where the two distributions sit relative to each other, and the gradient into the
+    history atoms is a plain 1 / std of the current ones, even where the history atoms are
+    constant (the head's bias alone, at an episode's first step before training). The
+    variance gets 1e-6 added for a ``like`` of equal atoms.
+    """
+    mean = jnp.mean(like, axis=-1, keepdims=True)
+    variance = jnp.var(like, axis=-1, keepdims=True)
+    return jax.nn.standardize(values, axis=-1, mean=mean, variance=variance, epsilon=1e-6)
+
+
+def unit_length(vectors: jax.Array) -> jax.Array:
+    """(..., E) -> (..., E) over sqrt(|v|^2 + 0.01): about unit length for the O(sqrt(E))-long embeddings
+    of standardized atoms; a zero vector stays zero with a bounded gradient (at most 10)."""
+    return vectors * jax.lax.rsqrt(jnp.sum(vectors**2, axis=-1, keepdims=True) + 1e-2)
+
+
 def zero_carry(batch_shape: tuple[int, ...], hidden_dim: int) -> AgentCarry:
     zeros = jnp.zeros((*batch_shape, hidden_dim), jnp.float32)
     return AgentCarry(hidden=zeros, risk_hidden=zeros)
@@ -39,9 +64,25 @@ class AgentNetwork(nn.Module):
     Value branch: ``Dense(H) -> ReLU -> GRUCell(H) -> Dense(A*M)`` giving M Dirac atoms
     per action. Risk branch psi (paper Eqn. 3, Fig. 3): ``Dense(H) -> ReLU -> GRUCell(H)``
     over the previous step's inputs; the atom head (its parameters under
-    stop-gradient) turns that hidden state into a history embedding ``(K, E)``, the
-    current atoms (stop-gradient) into a current embedding ``(E,)``; the scores are
-    their dot products over sqrt(H).
+    stop-gradient) turns that hidden state into history atoms, embedded as ``(K, E)``;
+    the current atoms (stop-gradient) are embedded as ``(E,)``; the score of level k is
+    the dot product of the two.
+
+    ``risk_scores`` says what is embedded:
+
+    - ``standardized`` (default): both sets of A * M atoms are measured in the current
+      atoms' units (minus their mean, over their standard deviation) before they are
+      embedded, both embeddings are scaled to unit length, and the score of level k is
+      ``risk_temperature`` times the cosine of the two. The scores depend on the shape of
+      the return distributions alone (adding a constant to every atom, or scaling them all
+      by c > 0, leaves them unchanged) and lie in [-T, T], so P(alpha) can neither
+      saturate as the returns grow nor be driven one-hot by the predictor's own weights:
+      its entropy stays above a floor set by T and K, and the straight-through gradient
+      never vanishes.
+    - ``paper``: the raw atoms, scores over sqrt(H) (Eqn. 3 as published). Both
+      embeddings are linear in atoms that share the head's bias, so the scores grow with
+      the square of the atoms' common offset, and P(alpha) turns one-hot (no gradient)
+      once the returns are a few tens of units large.
 
     The step is split in three so that training runs only the recurrences inside
     the scan over time: ``torsos`` and ``heads`` act on all time steps at once.
@@ -54,6 +95,8 @@ class AgentNetwork(nn.Module):
     num_risk_levels: int = 10
     risk_embed_dim: int = 2
     use_risk_predictor: bool = True
+    risk_scores: str = "standardized"  # or "paper"
+    risk_temperature: float = 3.0  # T of the standardized scores: they lie in [-T, T]
 
     def setup(self) -> None:
         head_size = self.num_actions * self.num_atoms
@@ -92,11 +135,20 @@ class AgentNetwork(nn.Module):
         history_atoms = carry.risk_hidden @ jax.lax.stop_gradient(self.head_kernel) + jax.lax.stop_gradient(
             self.head_bias
         )
+        current_atoms = jax.lax.stop_gradient(flat_atoms)
+        standardized = self.risk_scores == "standardized"
+        if standardized:
+            history_atoms, current_atoms = standardize(history_atoms, current_atoms), standardize(current_atoms, current_atoms)
         history = self.history_embed(history_atoms).reshape(
             *history_atoms.shape[:-1], self.num_risk_levels, self.risk_embed_dim
         )
-        current = self.current_embed(jax.lax.stop_gradient(flat_atoms))
-        scores = jnp.einsum("...ke,...e->...k", history, current) / math.sqrt(self.hidden_dim)
+        current = self.current_embed(current_atoms)
+        if standardized:
+            history, current = unit_length(history), unit_length(current)
+            scale = 1.0 / self.risk_temperature
+        else:
+            scale = math.sqrt(self.hidden_dim)
+        scores = jnp.einsum("...ke,...e->...k", history, current) / scale
         return AgentOutput(atoms, scores)
 
     def __call__(

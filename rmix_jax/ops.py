@@ -207,8 +207,21 @@ def risk_sensitive_values(
     hard = all_levels[:, level]
     if not straight_through:
         return hard, level, jax.lax.stop_gradient(probs)
-    soft = jnp.sum(probs * jax.lax.stop_gradient(all_levels), axis=-1)
+    # Levels measured from the chosen one: the same gradient (softmax's Jacobian removes a
+    # constant), but exactly zero where every level has the same CVaR (e.g. M = 1), instead of
+    # float32's rounding of sum_k P(alpha_k) != 1 times the value.
+    spread = jax.lax.stop_gradient(all_levels - hard[:, None])
+    soft = jnp.sum(probs * spread, axis=-1)
     return hard + soft - jax.lax.stop_gradient(soft), level, probs
+
+
+def softmax_entropy(scores: chex.Array) -> chex.Array:
+    """Entropy in nats of softmax(scores) along the last axis: (..., K) -> (...).
+
+    ln K for equal scores, 0 for a one-hot softmax.
+    """
+    log_probs = jax.nn.log_softmax(scores, axis=-1)
+    return -jnp.sum(jnp.exp(log_probs) * log_probs, axis=-1)
 
 
 def quantile_midpoints(num_atoms: int) -> chex.Array:

@@ -7,7 +7,10 @@ What is logged at every chunk (wandb step = chunks done; ``env_steps`` rides alo
 - with ``wandb.per_seed``, ``<prefix>seed<i>/<metric>`` for every seed;
 - ``<prefix>alpha/agent<i>/share_<alpha>`` and ``.../mean``: the distribution of the
   chosen risk levels of each agent in the training episodes of the chunk (all seeds);
-- the learning rate (``lr``) and epsilon among the metrics.
+- the learning rate (``lr``) and epsilon among the metrics, and the risk predictor's
+  diagnostics: ``alpha_entropy`` (mean entropy of P(alpha) in nats over the sampled
+  batches' filled agent-steps) and ``risk_grad_norm`` (norm of the TD loss's gradient
+  on the predictor's parameters); both are absent for a static alpha.
 
 The config is the wandb config, the run name its group (so a sweep over invocations
 shows as one group). Mode ``auto`` is online when ``WANDB_API_KEY`` is set and
@@ -34,7 +37,8 @@ from rmix_jax.config import Config
 
 # Metrics logged as series (scalars per run); the rest (histograms, counters) are summarised separately.
 SERIES = ("test_return", "test_won", "test_length", "return_mean", "won_rate", "length_mean",
-          "td_loss", "qr_loss", "grad_norm", "update_window", "epsilon", "lr", "t_env")
+          "td_loss", "qr_loss", "grad_norm", "update_window", "alpha_entropy", "risk_grad_norm", "epsilon", "lr",
+          "t_env")
 WANDB_DIR = "wandb"
 
 

@@ -168,6 +168,9 @@ def summarize_point(config: Config, rows: Sequence[dict[str, Any]]) -> dict[str,
             "final_test_won": last["test_won"],
             "steps_to_optimum": None if optimum is None else results.steps_to_reach(xs, ys, optimum),
             "final_mean_alpha": float((hist * levels).sum() / max(hist.sum(), 1.0)),
+            # The predictor's last chunk: entropy of P(alpha) (nats) and its TD gradient's norm (None: static alpha).
+            "final_alpha_entropy": last.get("alpha_entropy"),
+            "final_risk_grad_norm": last.get("risk_grad_norm"),
         })
     reached = [s for s in per_seed if s["steps_to_optimum"] is not None]
     finals = np.asarray([s["final_test_return"] for s in per_seed])
@@ -204,16 +207,24 @@ def print_summary(summary: dict[str, Any], run_dir: Path) -> None:
     if "points" in summary:
         print_sweep_table(summary)
     else:
-        print(f"{'seed':>4} {'env steps':>10} {'final return':>13} {'best return':>12} {'won':>5} {'steps to opt':>13} {'mean alpha':>11}")
+        print(f"{'seed':>4} {'env steps':>10} {'final return':>13} {'best return':>12} {'won':>5} {'steps to opt':>13} "
+              f"{'mean alpha':>11} {'H(alpha)':>9} {'risk grad':>10}")
         for s in summary["seeds"]:
             steps = "-" if s["steps_to_optimum"] is None else f"{s['steps_to_optimum']:.0f}"
             print(f"{s['seed']:>4} {s['env_steps']:>10} {s['final_test_return']:>13.2f} {s['best_test_return']:>12.2f} "
-                  f"{s['final_test_won']:>5.2f} {steps:>13} {s['final_mean_alpha']:>11.2f}")
+                  f"{s['final_test_won']:>5.2f} {steps:>13} {s['final_mean_alpha']:>11.2f} "
+                  f"{_maybe(s.get('final_alpha_entropy'), '9.3f')} {_maybe(s.get('final_risk_grad_norm'), '10.2e')}")
         if summary["optimal_return"] is not None:
             print(f"optimum {summary['optimal_return']:g}: {summary['seeds_at_optimum_finally']}/{summary['num_seeds']} seeds "
                   f"there at the end, {summary['seeds_reaching_optimum']} reached it; median steps to it "
                   f"{summary['median_steps_to_optimum']}")
     print(f"results: {run_dir}")
+
+
+def _maybe(value: float | None, spec: str) -> str:
+    """``value`` formatted, or a dash in the same width where there is none (a static alpha)."""
+    width = int(spec.split(".")[0])
+    return "-".rjust(width) if value is None else format(value, spec)
 
 
 def print_sweep_table(summary: dict[str, Any]) -> None:

@@ -154,3 +154,30 @@ def test_notebook_runs_top_to_bottom(tiny_run, tmp_path, monkeypatch):
     for name in expected:
         path = fig_dir / name
         assert path.is_file() and path.stat().st_size > 1000, name
+
+
+def test_iqm_interval_is_the_trimmed_mean_with_a_reproducible_bootstrap():
+    values = np.array([-90.0, -12.0, -12.0, -14.0, -16.0, -12.0, -30.0, -7.0])
+    iqm, lower, upper = analysis.iqm_interval(values)
+    # sorted: -90, -30 | -16, -14, -12, -12 | -12, -7: the IQM is the mean of the middle four
+    assert iqm == pytest.approx((-16 - 14 - 12 - 12) / 4)
+    assert values.min() <= lower <= iqm <= upper <= values.max() and lower < upper
+    state = np.random.get_state()
+    assert analysis.iqm_interval(values) == (iqm, lower, upper)  # seeded: the same interval again
+    assert np.array_equal(np.random.get_state()[1], state[1])  # and NumPy's global stream untouched
+    assert analysis.iqm_interval(values, seed=1) != (iqm, lower, upper)
+
+
+def test_predictor_diagnostics_per_seed_skip_static_and_inactive_rows():
+    rows = [
+        {"seed": 0, "active": True, "t_env": 10, "alpha_entropy": 2.0, "risk_grad_norm": None},
+        {"seed": 0, "active": True, "t_env": 20, "alpha_entropy": 1.5, "risk_grad_norm": 0.3},
+        {"seed": 0, "active": False, "t_env": 20, "alpha_entropy": 9.0, "risk_grad_norm": 9.0},  # stopped
+        {"seed": 1, "active": True, "t_env": 12, "alpha_entropy": None, "risk_grad_norm": None},  # static
+    ]
+    out = analysis.predictor_diagnostics(rows)
+    assert list(out) == [0]
+    np.testing.assert_array_equal(out[0]["t_env"], [10, 20])
+    np.testing.assert_array_equal(out[0]["alpha_entropy"], [2.0, 1.5])
+    np.testing.assert_array_equal(out[0]["risk_grad_norm"], [np.nan, 0.3])
+    assert analysis.predictor_diagnostics([{"seed": 0, "active": True, "t_env": 1}]) == {}  # an older run

@@ -37,6 +37,8 @@ def test_env_presets_and_overrides():
         (["train.td_lambda=1.5"], ["train.td_lambda", "[0, 1]"]),
         (["num_seeds=-1"], ["num_seeds"]),
         (["agent.risk_predictor=learned"], ["agent.risk_predictor", "straight_through"]),
+        (["agent.risk_scores=cosine"], ["agent.risk_scores", "standardized, paper"]),
+        (["agent.risk_temperature=0"], ["agent.risk_temperature", "T > 0"]),
         (["train.bogus=1"], ["train.bogus", "unknown key"]),
         (["train.t_max=abc"], ["train.t_max", "whole number"]),
         (["nonsense"], ["key=value"]),
@@ -67,3 +69,14 @@ def test_cli_prints_one_line_and_exits_2(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "agent.alpha" in proc.stderr
     assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_risk_scores_default_and_older_saved_configs():
+    from rmix_jax.config import config_from_dict
+
+    assert load_config([]).agent.risk_scores == "standardized"
+    assert load_config(["method=rmix_frozen"]).agent.risk_scores == "paper"  # the reference code's behaviour
+    saved = load_config([]).to_dict()
+    assert config_from_dict(saved).agent.risk_scores == "standardized"
+    del saved["agent"]["risk_scores"]  # a run saved before the key existed trained with the paper's scores
+    assert config_from_dict(saved).agent.risk_scores == "paper"

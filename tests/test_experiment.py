@@ -78,6 +78,11 @@ def test_swept_values_act_in_one_program(tmp_path):
         assert hist.sum() > 0 and hist[1] == hist.sum()
     learned_levels = np.asarray([r["test_alpha_hist"] for r in by_point[2] + by_point[3]]).sum(axis=(0, 1))
     assert np.count_nonzero(learned_levels) >= 2  # the predictor picks among levels
+    # predictor diagnostics: none for a static alpha; for the learned point with lr > 0 the TD
+    # gradient reaches the predictor and P(alpha) is neither one-hot nor beyond uniform
+    assert all(r["alpha_entropy"] is None and r["risk_grad_norm"] is None for r in by_point[0] + by_point[1])
+    trained = [r for r in by_point[3] if r["td_loss"] is not None]
+    assert trained and all(0.1 < r["alpha_entropy"] <= np.log(10) + 1e-5 and r["risk_grad_norm"] > 0 for r in trained)
     summary = (run_dir / "summary.json").read_text()
     assert '"points"' in summary and "learned" in summary
     # analysis of one sweep point: the static point acts on alpha 0.2 with one-hot P(alpha),

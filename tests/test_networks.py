@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 
 from rmix_jax import ops
-from rmix_jax.networks import AgentNetwork, NoMixer, QMixer, SumMixer, zero_carry
+from rmix_jax.networks import RISK_PREDICTOR_PARAMS, AgentNetwork, NoMixer, QMixer, SumMixer, zero_carry
 
 N, A, M, K, I, S = 3, 5, 7, 10, 12, 9
 
 
-def agent_and_params(use_risk_predictor=True, seed=0):
-    agent = AgentNetwork(num_actions=A, num_atoms=M, num_risk_levels=K, risk_embed_dim=N, use_risk_predictor=use_risk_predictor)
+def agent_and_params(use_risk_predictor=True, seed=0, risk_scores="standardized"):
+    agent = AgentNetwork(num_actions=A, num_atoms=M, num_risk_levels=K, risk_embed_dim=N,
+                         use_risk_predictor=use_risk_predictor, risk_scores=risk_scores)
     params = agent.init(jax.random.PRNGKey(seed), zero_carry((N,), 64), jnp.zeros((N, I)), jnp.zeros((N, I)), jnp.zeros((N,), bool))
     return agent, params
 
@@ -95,3 +96,86 @@ def test_history_path_does_not_train_the_atom_head():
     grads = jax.grad(scores_only)(params)["params"]
     assert float(jnp.abs(grads["head_kernel"]).max()) == 0.0
     assert float(jnp.abs(grads["gru"]["hn"]["kernel"]).max()) == 0.0
+
+
+# --- the risk predictor's scores at every return scale ---------------------------------------------
+# Shifting the atom head's bias by c shifts every atom (current and history) by c, as a return
+# scale of a few tens does in training; "x10" scales the head's kernel and bias, so every atom.
+SCALES = {"offset 0": (0.0, 1.0), "offset -5": (-5.0, 1.0), "offset -20": (-20.0, 1.0),
+          "offset -50": (-50.0, 1.0), "x10": (0.0, 10.0)}
+
+
+def rescaled(params, offset, factor):
+    inner = dict(params["params"])
+    inner["head_kernel"] = inner["head_kernel"] * factor
+    inner["head_bias"] = inner["head_bias"] * factor + offset
+    return {"params": inner}
+
+
+def predictor_outputs(risk_scores, offset, factor):
+    """Scores (B, N, K) after a few steps of random inputs, and the straight-through loss's
+    gradient on the predictor's parameters, for an initialised agent with rescaled atoms."""
+    agent, params = agent_and_params(risk_scores=risk_scores)
+    params = rescaled(params, offset, factor)
+    x = jax.random.normal(jax.random.PRNGKey(7), (3, 16, N, I))
+    targets = jax.random.normal(jax.random.PRNGKey(8), (16, N, A)) * factor + offset
+
+    def run(p):
+        carry = zero_carry((16, N), 64)
+        for t in range(2):  # the second step has a non-zero risk hidden state
+            carry, out = agent.apply(p, carry, x[t + 1], x[t], jnp.zeros((16, N), bool))
+        return out
+
+    def loss(p):
+        out = run(p)
+        values, _, _ = jax.vmap(jax.vmap(ops.risk_sensitive_values, in_axes=(0, 0, None)), in_axes=(0, 0, None))(
+            out.atoms, out.scores, True
+        )
+        return jnp.mean((values - targets) ** 2)
+
+    grads = jax.grad(loss)(params)["params"]
+    grad_norm = float(jnp.sqrt(sum(jnp.sum(g**2) for name in RISK_PREDICTOR_PARAMS
+                                   for g in jax.tree.leaves(grads[name]))))
+    return run(params), grad_norm
+
+
+@pytest.mark.parametrize("scale", list(SCALES))
+def test_standardized_scores_do_not_saturate_at_any_return_scale(scale):
+    out, grad_norm = predictor_outputs("standardized", *SCALES[scale])
+    probs = np.asarray(jax.nn.softmax(out.scores, axis=-1))
+    assert probs.max() < 0.99, probs.max()  # P(alpha) is not one-hot at initialisation
+    assert np.all(np.abs(np.asarray(out.scores)) <= 3.0 + 1e-5)  # T x a cosine, T = 3
+    assert np.isfinite(grad_norm) and grad_norm > 1e-4, grad_norm
+
+
+def test_paper_scores_saturate_where_standardized_ones_do_not():
+    # The failure the default fixes (the paper's Eqn. 3 on raw atoms), measured the same way.
+    small, small_grad = predictor_outputs("paper", 0.0, 1.0)
+    large, large_grad = predictor_outputs("paper", -50.0, 1.0)
+    assert np.asarray(jax.nn.softmax(small.scores, -1)).max() < 0.99 and small_grad > 1e-4
+    assert np.asarray(jax.nn.softmax(large.scores, -1)).min(axis=-1).max() < 1e-6  # one-hot everywhere
+    assert large_grad < 1e-6 * small_grad
+
+
+@pytest.mark.parametrize("scale", ["offset -5", "offset -50", "x10"])
+def test_standardized_scores_ignore_the_atoms_location_and_spread(scale):
+    base, _ = predictor_outputs("standardized", 0.0, 1.0)
+    moved, _ = predictor_outputs("standardized", *SCALES[scale])
+    np.testing.assert_allclose(np.asarray(moved.scores), np.asarray(base.scores), atol=2e-4)
+    offset, factor = SCALES[scale]
+    np.testing.assert_allclose(np.asarray(moved.atoms), np.asarray(base.atoms) * factor + offset, rtol=1e-5, atol=1e-4)
+
+
+def test_straight_through_forward_value_is_the_chosen_levels_cvar():
+    # With the default scores the value acted on and trained is still CVaR at alpha = (argmax + 1) / K.
+    out, _ = predictor_outputs("standardized", -20.0, 1.0)
+    atoms = np.asarray(out.atoms, np.float64).reshape(-1, A, M)
+    scores = np.asarray(out.scores).reshape(-1, K)
+    values, level, _ = jax.vmap(ops.risk_sensitive_values, in_axes=(0, 0, None))(
+        out.atoms.reshape(-1, A, M), out.scores.reshape(-1, K), True
+    )
+    np.testing.assert_array_equal(np.asarray(level), scores.argmax(-1))
+    k = np.ceil((scores.argmax(-1) + 1) * M / K).astype(int)  # exact: (j + 1) * M / K on the grid
+    expected = np.array([[np.sort(a)[:kk].mean() for a in row] for row, kk in zip(atoms, k)])
+    np.testing.assert_allclose(np.asarray(values), expected, rtol=1e-5, atol=1e-4)
+    assert len(np.unique(level)) >= 2  # the scores pick different levels for different inputs

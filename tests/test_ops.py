@@ -283,3 +283,17 @@ def test_cvar_gradient_is_one_over_k_on_the_tail(num_atoms):
 def test_alpha_to_level_inverts_level_to_alpha(num_levels):
     levels = jnp.arange(num_levels)
     np.testing.assert_array_equal(ops.alpha_to_level(ops.level_to_alpha(levels, num_levels), num_levels), levels)
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_softmax_entropy_matches_float64(jit):
+    rng = np.random.default_rng(5)
+    scores = rng.normal(size=(6, NUM_LEVELS)) * np.array([0.0, 0.5, 1, 3, 30, 300])[:, None]
+    fn = jax.jit(ops.softmax_entropy) if jit else ops.softmax_entropy
+    got = np.asarray(fn(jnp.asarray(scores, jnp.float32)))
+    p = np.exp(scores - scores.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    expected = -np.sum(np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0), axis=-1)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    assert got[0] == pytest.approx(np.log(NUM_LEVELS), rel=1e-6)  # equal scores: uniform
+    assert got[-1] < 1e-6  # scores 300 apart: one-hot
