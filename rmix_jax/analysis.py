@@ -126,6 +126,7 @@ class EpisodeTrace:
     values: np.ndarray  # (E, T, N, A) CVaR_alpha of each action's atoms
     actions: np.ndarray  # (E, T, N) actions taken
     avail: np.ndarray  # (E, T, N, A) bool
+    state: np.ndarray  # (E, T, S) global state before each step
     won: np.ndarray  # (E,) bool
 
     @property
@@ -185,10 +186,45 @@ def trace_episodes(
             "values": values[:, cut],
             "actions": episodes.actions[:, cut],
             "avail": episodes.avail[:, cut],
+            "state": episodes.state[:, cut],
             "won": stats.won,
         }
 
     return EpisodeTrace(**{k: np.asarray(v) for k, v in jax.device_get(run(params, key, hyper)).items()})
+
+
+def macn_positions(config: Config, state: np.ndarray) -> np.ndarray:
+    """MACN global states (..., S) -> each agent's cell (..., N, 2) as (x, y), read off the state's
+    one-hot position block (``MACN.get_state``: N one-hot grids of W * H cells first)."""
+    width, height = config.env.width, config.env.height
+    cells = width * height
+    num_agents = (state.shape[-1] - 1) // (cells + 1)  # N grids, N at-goal flags, t / limit
+    grid = np.asarray(state)[..., : num_agents * cells].reshape(*state.shape[:-1], num_agents, cells)
+    index = grid.argmax(-1)
+    return np.stack([index % width, index // width], axis=-1)
+
+
+def macn_cliff_distance(config: Config, positions: np.ndarray) -> np.ndarray:
+    """Manhattan distance (..., ) from cells (..., 2) to the nearest cliff cell (x in 1..W-2, y = 0)."""
+    x, y = positions[..., 0], positions[..., 1]
+    dx = np.maximum(0, np.maximum(1 - x, x - (config.env.width - 2)))
+    return dx + y
+
+
+def alpha_by_cliff_distance(config: Config, trace: EpisodeTrace) -> dict[int, tuple[float, int]]:
+    """Mean alpha acted on at each distance to the cliff, over the filled agent-steps of MACN episodes
+    where the agent is not yet at the goal (there its actions do nothing): {distance: (mean, count)}."""
+    if config.env.name != "macn":
+        raise ValueError(f"alpha by distance to the cliff needs a MACN run, not {config.env.name!r}")
+    positions = macn_positions(config, trace.state)  # (E, T, N, 2)
+    distance = macn_cliff_distance(config, positions)
+    goal = (positions[..., 0] == config.env.width - 1) & (positions[..., 1] == 0)
+    keep = trace.filled[..., None] & ~goal
+    out = {}
+    for d in np.unique(distance[keep]):
+        chosen = keep & (distance == d)
+        out[int(d)] = (float(trace.alpha[chosen].mean()), int(chosen.sum()))
+    return out
 
 
 def sorted_atoms(atoms: np.ndarray) -> np.ndarray:

@@ -181,3 +181,26 @@ def test_predictor_diagnostics_per_seed_skip_static_and_inactive_rows():
     np.testing.assert_array_equal(out[0]["alpha_entropy"], [2.0, 1.5])
     np.testing.assert_array_equal(out[0]["risk_grad_norm"], [np.nan, 0.3])
     assert analysis.predictor_diagnostics([{"seed": 0, "active": True, "t_env": 1}]) == {}  # an older run
+
+
+def test_alpha_by_cliff_distance_reads_positions_from_the_macn_state():
+    from rmix_jax.envs.macn import MACN
+
+    config = load_config(["env=macn_7x4"])
+    env = MACN(width=7, height=4)
+    _, state = env.reset(jax.random.PRNGKey(0))
+    # agent 0 at (3, 2): 2 rows above the cliff; agent 1 at (6, 1): one right of and one above the last cliff cell
+    state = state.replace(positions=jax.numpy.array([[3, 2], [6, 1]], jax.numpy.int32))
+    s = np.asarray(env.get_state(state))
+    np.testing.assert_array_equal(analysis.macn_positions(config, s[None]), [[[3, 2], [6, 1]]])
+    assert analysis.macn_cliff_distance(config, np.array([[3, 2], [6, 1], [0, 0], [6, 0], [5, 3]])).tolist() == \
+        [2, 2, 1, 1, 3]
+    # two steps of one episode: alphas 0.1/0.5 at distances 2/2, then 0.3 at distance 2 and agent 1 at the goal
+    goal_state = state.replace(positions=jax.numpy.array([[3, 2], [6, 0]], jax.numpy.int32))
+    states = np.stack([s, np.asarray(env.get_state(goal_state))])[None]  # (E=1, T=2, S)
+    trace = analysis.EpisodeTrace(
+        reward=np.zeros((1, 2)), filled=np.ones((1, 2), bool), alpha=np.array([[[0.1, 0.5], [0.3, 0.9]]]),
+        level_probs=np.zeros((1, 2, 2, 10)), atoms=np.zeros((1, 2, 2, 4, 1)), values=np.zeros((1, 2, 2, 4)),
+        actions=np.zeros((1, 2, 2), int), avail=np.ones((1, 2, 2, 4), bool), state=states, won=np.zeros(1, bool))
+    table = analysis.alpha_by_cliff_distance(config, trace)
+    assert list(table) == [2] and table[2][1] == 3 and table[2][0] == pytest.approx((0.1 + 0.5 + 0.3) / 3)
