@@ -53,7 +53,7 @@ def main() -> None:
             total, n = pooled.get(d, (0.0, 0))
             pooled[d] = (total + mean * count, n + count)
         per_seed.append({"seed": seed, "return_mean": float(trace.returns.mean()),
-                         "both_at_goal": float(np.mean(trace.won)) if trace.won.any() else 0.0,
+                         "both_at_goal": float(np.mean(trace.won)),
                          "alpha_by_distance": {str(d): v for d, v in table.items()}, "trace": trace})
     best = max(per_seed, key=lambda s: s["return_mean"])
     figure = ROOT / "docs" / "figures" / "macn_slip_episode_alpha.png"

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rmix_jax import analysis, results
+from rmix_jax import analysis
 from rmix_jax.config import load_config
 from rmix_jax.train import run
 

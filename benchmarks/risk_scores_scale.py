@@ -19,12 +19,11 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from rmix_jax import ops
 from rmix_jax.config import load_config
 from rmix_jax.learner import make_learner
-from rmix_jax.networks import RISK_PREDICTOR_PARAMS
+from rmix_jax.networks import predictor_norm
 
 OUT = Path(__file__).parent / "results"
 SCALES = [("offset 0", 0.0, 1.0), ("offset -5", -5.0, 1.0), ("offset -20", -20.0, 1.0),
@@ -41,7 +40,7 @@ def measure(overrides: list[str], episodes: int) -> list[dict]:
     def figures(params):
         _, scores = learner.unroll(params.agent, batch)
         grads = jax.grad(lambda p: learner.loss(p, params, batch, jnp.bool_(False))[0])(params)
-        risk = optax.tree.norm([grads.agent["params"][name] for name in RISK_PREDICTOR_PARAMS])
+        risk = predictor_norm(grads.agent)
         probs = jax.nn.softmax(scores[:, :-1], axis=-1)
         return probs.max(-1), ops.softmax_entropy(scores[:, :-1]), risk
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from rmix_jax import ops, results
 from rmix_jax.config import Config
-from rmix_jax.learner import LEARNED_ALPHA, Hyper, Learner, Params
+from rmix_jax.learner import Hyper, Learner, Params
 
 MACN_ACTIONS = ("up", "down", "left", "right")
 SMAX_MOVES = ("north", "east", "south", "west", "stop")
@@ -170,9 +170,7 @@ def trace_episodes(
 
     @jax.jit
     def run(params: Params, key: jax.Array, hyper: Hyper):  # hyper traced: one program for every sweep point
-        static = not learner.config.uses_risk_predictor
-        if learner.mixed_alpha:  # a sweep point with a static alpha in a program that also learns it
-            static = hyper.alpha != LEARNED_ALPHA
+        static = ~learner.learns_alpha(hyper)  # per sweep point in a program that also learns alpha
         episodes, stats = learner.rollout(params, key, jnp.float32(epsilon), num_episodes, hyper)
         atoms, scores = learner.unroll(params.agent, episodes)
         values, alpha = learner.values_and_alpha(atoms, scores, hyper.alpha)
@@ -196,8 +194,8 @@ def trace_episodes(
 def macn_positions(config: Config, state: np.ndarray) -> np.ndarray:
     """MACN global states (..., S) -> each agent's cell (..., N, 2) as (x, y), read off the state's
     one-hot position block (``MACN.get_state``: N one-hot grids of W * H cells first)."""
-    width, height = config.env.width, config.env.height
-    cells = width * height
+    width = config.env.width
+    cells = width * config.env.height
     num_agents = (state.shape[-1] - 1) // (cells + 1)  # N grids, N at-goal flags, t / limit
     grid = np.asarray(state)[..., : num_agents * cells].reshape(*state.shape[:-1], num_agents, cells)
     index = grid.argmax(-1)

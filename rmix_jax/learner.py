@@ -30,7 +30,7 @@ from flax import struct
 from rmix_jax import ops
 from rmix_jax.config import Config
 from rmix_jax.envs import ArrayEnv, EnvSpec, TimeStep, make_env
-from rmix_jax.networks import RISK_PREDICTOR_PARAMS, AgentCarry, AgentNetwork, make_mixer, zero_carry
+from rmix_jax.networks import AgentCarry, AgentNetwork, make_mixer, predictor_norm, zero_carry
 
 
 @struct.dataclass
@@ -149,6 +149,7 @@ class Learner(NamedTuple):
     train: Callable[[chex.PRNGKey], dict]
     unroll: Callable[[Any, Episode], tuple[chex.Array, chex.Array]]
     values_and_alpha: Callable[..., tuple[chex.Array, chex.Array]]
+    learns_alpha: Callable[[Hyper], chex.Array]  # whether a run acts on the predictor's alpha
     max_chunks: int
     default_hyper: Callable[[], Hyper]
     mixed_alpha: bool  # built for a sweep mixing static and learned alpha
@@ -525,14 +526,9 @@ def make_learner(config: Config, env: ArrayEnv | None = None, run_axis: str | No
             grad_norm_sum=jnp.where(can_learn, optax.tree.norm(grads), 0.0),
             window_sum=jnp.where(can_learn, jnp.asarray(window_sizes)[window_index], 0).astype(jnp.float32),
             alpha_entropy_sum=jnp.where(can_learn, aux["alpha_entropy"], 0.0),
-            risk_grad_norm_sum=jnp.where(do_td, predictor_grad_norm(grads), 0.0),
+            risk_grad_norm_sum=jnp.where(do_td, predictor_norm(grads.agent), 0.0),
         )
         return state, stats
-
-    def predictor_grad_norm(grads: Params) -> chex.Array:
-        """Global norm of the gradient on the risk predictor's parameters (0 without a predictor)."""
-        agent_grads = grads.agent["params"]
-        return optax.tree.norm([agent_grads[name] for name in RISK_PREDICTOR_PARAMS if name in agent_grads])
 
     def learns_alpha(hyper: Hyper) -> chex.Array:
         """Whether a run acts on the predictor's alpha (False for static alpha, per run in a mixed sweep)."""
@@ -701,6 +697,7 @@ def make_learner(config: Config, env: ArrayEnv | None = None, run_axis: str | No
         train=train,
         unroll=unroll,
         values_and_alpha=values_and_alpha,
+        learns_alpha=learns_alpha,
         max_chunks=max_chunks,
         default_hyper=default_hyper,
         mixed_alpha=mixed_alpha,

@@ -11,6 +11,7 @@ import math
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import optax
 from flax import struct
 
 
@@ -30,6 +31,13 @@ class AgentOutput:
 
 # The risk predictor's own parameters (the atom head it reads is the value branch's).
 RISK_PREDICTOR_PARAMS = ("risk_torso", "risk_gru", "history_embed", "current_embed")
+
+
+def predictor_norm(agent_tree: dict) -> jax.Array:
+    """Global norm of the risk predictor's part of an agent's variables (parameters or their gradient;
+    0 for an agent without a predictor)."""
+    inner = agent_tree["params"]
+    return optax.tree.norm([inner[name] for name in RISK_PREDICTOR_PARAMS if name in inner])
 
 
 def standardize(values: jax.Array, like: jax.Array) -> jax.Array:
