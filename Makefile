@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: train test install bench notebook clean
+.PHONY: train test lint install install-gpu bench notebook clean
 
 # uv installs the locked set in about 47 s on a fresh 2-core machine (pip: about 90 s); where uv
 # cannot be installed, pip installs the same pins. --compile-bytecode: where PYTHONDONTWRITEBYTECODE
@@ -22,6 +22,16 @@ train: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest $(ARGS)
+
+# pyflakes rules and import order ([tool.ruff] in pyproject.toml); .ci/run runs it before the tests.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check rmix_jax tests benchmarks
+
+# The CUDA build of the pinned jax on top of the CPU set: make install-gpu CUDA=12 (or CUDA=13).
+CUDA ?= 12
+install-gpu: $(STAMP)
+	$(PY) -m pip install -q -c requirements.lock -e ".[test,cuda$(CUDA)]"
+	$(PY) -c "import jax; print(jax.devices())"
 
 bench: $(STAMP)
 	$(PY) benchmarks/throughput.py

@@ -14,7 +14,6 @@ import argparse
 import json
 from pathlib import Path
 
-
 from rmix_jax import results
 from rmix_jax.config import METHODS, load_config, preset_names
 from rmix_jax.train import run

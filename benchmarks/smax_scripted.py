@@ -45,7 +45,7 @@ def move_vectors(num_moves: int) -> jnp.ndarray:
 def make_policy(name: str, num_allies: int, num_moves: int):
     """(key, env_state, avail (N, A)) -> (N,) actions."""
     moves = move_vectors(num_moves)
-    first_attack = num_moves + 1  # moves, then stop, then one attack per enemy
+    first_attack = num_moves + 1  # moves, then stop, then one attack per enemy (SMAXActions)
 
     def uniform(key, avail):
         return jax.random.categorical(key, jnp.where(avail > 0, 0.0, -jnp.inf))
@@ -88,8 +88,7 @@ def make_policy(name: str, num_allies: int, num_moves: int):
 def evaluate(map_name: str, policy: str, episodes: int, seed: int) -> dict:
     config = load_config(["env=smax", f"env.map={map_name}"])
     env = make_env(config.env)
-    inner = env.env._env
-    act = make_policy(policy, env.num_allies, int(inner.num_movement_actions) - 1)
+    act = make_policy(policy, env.num_allies, env.actions.num_moves)
     limit = env.spec.episode_limit
 
     def episode(key):

@@ -23,13 +23,12 @@ import numpy as np
 
 from rmix_jax.analysis import load_run
 
-STOP, FIRST_ATTACK = 4, 5  # SMAX: 0-3 move, 4 stop, 5+j attack enemy j
-
 
 def seed_behaviour(run, seed: int, episodes: int, key: jax.Array) -> dict:
     learner = run.learner
     num_allies = learner.env.num_allies
-    num_enemies = learner.env.num_units - num_allies
+    layout = learner.env.actions  # the adapter's SMAX action layout
+    num_enemies, STOP, FIRST_ATTACK = layout.num_enemies, layout.stop, layout.first_attack
     roll = jax.jit(lambda p, k: learner.rollout(p, k, jnp.float32(0.0), episodes, keep_env_states=True))
     eps, stats, (env_states, _) = jax.device_get(roll(run.seed_params(seed), key))
     units = env_states.state  # per step, before it: (E, T, U, ...)

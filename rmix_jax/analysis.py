@@ -14,15 +14,17 @@ so it is tested and usable from any script:
   per evaluation chunk, and the mean alpha per seed.
 - ``plot_*``: matplotlib figures of the above, each returning the figure.
 
+The statistics live in ``rmix_jax.stats`` and the figures in ``rmix_jax.plots``; both are
+importable from here too.
+
 Shape legend: E episodes, T episode limit, N agents, A actions, M atoms, K risk levels.
 """
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -30,10 +32,28 @@ import numpy as np
 
 from rmix_jax import ops, results
 from rmix_jax.config import Config
+from rmix_jax.envs.smax_actions import SMAXActions
 from rmix_jax.learner import Hyper, Learner, Params
+from rmix_jax.plots import (  # noqa: F401  (re-exported: the notebook's one import)
+    plot_alpha_over_training,
+    plot_atoms_heatmap,
+    plot_episode_alpha,
+    plot_iqm_curves,
+    save_figure,
+)
+from rmix_jax.stats import (  # noqa: F401  (re-exported)
+    alpha_over_training,
+    cvar_cutoff,
+    iqm,
+    iqm_curve,
+    iqm_interval,
+    predictor_diagnostics,
+    seed_matrix,
+    sorted_atoms,
+    win_rate_interval,
+)
 
 MACN_ACTIONS = ("up", "down", "left", "right")
-SMAX_MOVES = ("north", "east", "south", "west", "stop")
 
 
 # --- runs ---------------------------------------------------------------------------
@@ -107,7 +127,7 @@ def action_names(config: Config, num_actions: int) -> list[str]:
     if config.env.name == "macn":
         return list(MACN_ACTIONS)
     if config.env.name == "smax":
-        return [*SMAX_MOVES, *(f"attack {j}" for j in range(num_actions - len(SMAX_MOVES)))]
+        return SMAXActions.for_num_actions(num_actions, config.env.dead_noop).names()
     return [f"action {a}" for a in range(num_actions)]
 
 
@@ -223,302 +243,3 @@ def alpha_by_cliff_distance(config: Config, trace: EpisodeTrace) -> dict[int, tu
         chosen = keep & (distance == d)
         out[int(d)] = (float(trace.alpha[chosen].mean()), int(chosen.sum()))
     return out
-
-
-def sorted_atoms(atoms: np.ndarray) -> np.ndarray:
-    """Atoms sorted ascending along the last axis (the order CVaR reads them in)."""
-    return np.sort(np.asarray(atoms), axis=-1)
-
-
-def cvar_cutoff(alpha: float, num_atoms: int) -> int:
-    """How many of the lowest atoms CVaR_alpha averages: ``ceil(alpha * M)``, exact on the grid."""
-    return int(ops.tail_count(jnp.float32(alpha), num_atoms))
-
-
-# --- aggregate statistics -----------------------------------------------------------
-
-
-def iqm(values: np.ndarray, axis: int = 0) -> np.ndarray:
-    """Interquartile mean (mean of the middle 50%) along ``axis``, as rliable defines it."""
-    import scipy.stats
-
-    return scipy.stats.trim_mean(np.asarray(values, float), 0.25, axis=axis)
-
-
-def iqm_interval(values: Sequence[float], reps: int = 2000, confidence: float = 0.95,
-                 seed: int = 0) -> tuple[float, float, float]:
-    """IQM of one value per seed with its stratified-bootstrap interval (rliable): (iqm, lower, upper).
-
-    rliable draws from NumPy's global generator: it is seeded with ``seed`` for the call and
-    restored afterwards, so the interval is reproducible and callers' random streams are untouched.
-    """
-    from rliable import library as rly
-
-    scores = np.asarray(values, float).reshape(-1, 1)  # (seeds, tasks = 1)
-    saved = np.random.get_state()
-    np.random.seed(seed)
-    try:
-        point, interval = rly.get_interval_estimates(
-            {"x": scores}, lambda s: np.array([iqm(s[:, 0])]), reps=reps, confidence_interval_size=confidence
-        )
-    finally:
-        np.random.set_state(saved)
-    return float(point["x"][0]), float(interval["x"][0][0]), float(interval["x"][1][0])
-
-
-def win_rate_interval(wins: int, episodes: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval of a win rate from ``wins`` of ``episodes`` (scipy's ``binomtest``)."""
-    import scipy.stats
-
-    ci = scipy.stats.binomtest(int(wins), int(episodes)).proportion_ci(confidence_level=confidence, method="wilson")
-    return float(ci.low), float(ci.high)
-
-
-def seed_matrix(rows: Sequence[dict[str, Any]], key: str = "test_return", num_points: int = 100):
-    """(grid, values (seeds, points)): every seed's curve held at its last value on a common grid."""
-    seed_curves = results.curves(rows, key)
-    if not seed_curves:
-        raise ValueError(f"no rows with {key!r}; the metrics hold {sorted(rows[0]) if rows else 'nothing'}")
-    return results.common_grid(seed_curves, num_points)
-
-
-def iqm_curve(
-    rows: Sequence[dict[str, Any]], key: str = "test_return", num_points: int = 100,
-    reps: int = 2000, confidence: float = 0.95, seed: int = 0,
-) -> dict[str, np.ndarray]:
-    """IQM over seeds with a stratified-bootstrap interval at each grid point (rliable)."""
-    from rliable import library as rly
-
-    grid, values = seed_matrix(rows, key, num_points)
-    scores = values[:, None, :]  # rliable wants (runs, tasks, ...)
-
-    def statistic(s: np.ndarray) -> np.ndarray:
-        return iqm(s.reshape(-1, s.shape[-1]), axis=0)
-
-    np.random.seed(seed)  # rliable's bootstrap draws from NumPy's global generator
-    point, interval = rly.get_interval_estimates(
-        {"run": scores}, statistic, reps=reps, confidence_interval_size=confidence
-    )
-    return {
-        "env_steps": grid,
-        "iqm": point["run"],
-        "lower": interval["run"][0],
-        "upper": interval["run"][1],
-        "mean": values.mean(axis=0),
-        "num_seeds": np.int64(values.shape[0]),
-    }
-
-
-def alpha_over_training(
-    rows: Sequence[dict[str, Any]], key: str = "alpha_hist", num_bins: int = 50
-) -> dict[str, np.ndarray]:
-    """Chosen-alpha statistics over training, binned by env steps.
-
-    ``key`` is ``alpha_hist`` (training episodes, epsilon-greedy) or
-    ``test_alpha_hist`` (greedy test episodes); each metric row holds the count of
-    agent-steps at each of the K levels since the previous row. Returns the bin
-    centres ``env_steps`` (bins,), ``share`` (bins, K): each level's fraction of the
-    agent-steps of all seeds in that bin (NaN for an empty bin), ``levels`` (K,),
-    and ``mean_alpha`` (seeds, bins): each seed's average alpha in the bin.
-    """
-    active = [r for r in rows if r.get("active", True) and r.get(key) is not None]
-    if not active:
-        raise ValueError(f"no rows with {key!r}")
-    seeds = sorted({r["seed"] for r in active})
-    num_levels = np.asarray(active[0][key]).shape[-1]  # rows hold (K,) or per agent (N, K)
-    levels = (np.arange(num_levels) + 1) / num_levels
-    t_env = np.asarray([r["t_env"] for r in active], float)
-    edges = np.linspace(0.0, t_env.max(), num_bins + 1)
-    bins = np.clip(np.searchsorted(edges, t_env, side="left") - 1, 0, num_bins - 1)
-    counts = np.zeros((num_bins, num_levels))
-    seed_counts = np.zeros((len(seeds), num_bins, num_levels))
-    seed_index = {s: i for i, s in enumerate(seeds)}
-    for r, b in zip(active, bins):
-        hist = np.asarray(r[key], float).reshape(-1, num_levels).sum(axis=0)
-        counts[b] += hist
-        seed_counts[seed_index[r["seed"]], b] += hist
-    with np.errstate(invalid="ignore", divide="ignore"):
-        share = counts / counts.sum(axis=1, keepdims=True)
-        mean_alpha = (seed_counts * levels).sum(axis=-1) / seed_counts.sum(axis=-1)
-    return {"env_steps": (edges[:-1] + edges[1:]) / 2, "share": share, "levels": levels, "mean_alpha": mean_alpha}
-
-
-# --- plots --------------------------------------------------------------------------
-
-
-def _pyplot():
-    import matplotlib
-
-    if not _in_notebook():  # scripts and tests draw off-screen
-        matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _in_notebook() -> bool:
-    try:
-        from IPython import get_ipython
-
-        return get_ipython() is not None
-    except ImportError:
-        return False
-
-
-def save_figure(fig: Any, path: Path | str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    return path
-
-
-def plot_episode_alpha(trace: EpisodeTrace, index: int = 0, title: str = "") -> Any:
-    """Team reward and every agent's alpha at each step of one episode (paper Fig. 11)."""
-    plt = _pyplot()
-    ep = trace.episode(index)
-    steps = np.arange(int(ep.lengths[0]))
-    fig, (ax_r, ax_a) = plt.subplots(2, 1, figsize=(6.4, 4.6), sharex=True, height_ratios=(1, 1.4))
-    ax_r.bar(steps, ep.reward[0], color="tab:gray", width=0.8)
-    ax_r.set_ylabel("team reward")
-    ax_r.set_title(title or f"episode return {ep.returns[0]:g}, {len(steps)} steps")
-    ax_r.grid(alpha=0.3)
-    for agent in range(ep.alpha.shape[-1]):
-        ax_a.step(steps, ep.alpha[0, :, agent], where="mid", marker="o", markersize=3, label=f"agent {agent}")
-    ax_a.set_ylim(0, 1.05)
-    ax_a.set_xlabel("step")
-    ax_a.set_ylabel("alpha (risk level)")
-    ax_a.legend(fontsize=8, loc="lower right")
-    ax_a.grid(alpha=0.3)
-    fig.tight_layout()
-    return fig
-
-
-def plot_atoms_heatmap(
-    trace: EpisodeTrace, step: int, agent: int = 0, index: int = 0,
-    names: Sequence[str] | None = None, title: str = "",
-) -> Any:
-    """Sorted atoms of each available action at one step, with the CVaR cut-off and the choice (Fig. 12).
-
-    Rows are actions, columns the M atoms in ascending order; the dashed line
-    closes the ``ceil(alpha * M)`` lowest atoms that CVaR averages; the chosen
-    action's row is outlined and each row is labelled with its CVaR value.
-    """
-    plt = _pyplot()
-    from matplotlib.patches import Rectangle
-
-    ep = trace.episode(index)
-    if not 0 <= step < int(ep.lengths[0]):
-        raise IndexError(f"step {step} is outside the episode (0..{int(ep.lengths[0]) - 1})")
-    atoms = sorted_atoms(ep.atoms[0, step, agent])  # (A, M)
-    avail = ep.avail[0, step, agent]
-    alpha = float(ep.alpha[0, step, agent])
-    chosen = int(ep.actions[0, step, agent])
-    rows = np.nonzero(avail)[0]
-    names = list(names) if names is not None else [f"action {a}" for a in range(atoms.shape[0])]
-    num_atoms = atoms.shape[1]
-    k = cvar_cutoff(alpha, num_atoms)
-
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.45 * num_atoms + 2.5), 0.55 * len(rows) + 1.6))
-    image = ax.imshow(atoms[rows], aspect="auto", cmap="viridis")
-    fig.colorbar(image, ax=ax, label="atom value (return)")
-    ax.axvline(k - 0.5, color="white", linestyle="--", linewidth=2)
-    ax.set_yticks(range(len(rows)))
-    ax.set_yticklabels([
-        f"{names[a]}  CVaR={ep.values[0, step, agent, a]:.2f}" for a in rows
-    ])
-    ax.set_xticks(range(num_atoms))
-    ax.set_xticklabels([str(i + 1) for i in range(num_atoms)], fontsize=7)
-    ax.set_xlabel(f"atoms, ascending (CVaR averages the lowest {k} of {num_atoms})")
-    if chosen in rows:
-        r = int(np.nonzero(rows == chosen)[0][0])
-        ax.add_patch(Rectangle((-0.5, r - 0.5), num_atoms, 1, fill=False, edgecolor="red", linewidth=2.5))
-    ax.set_title(title or f"agent {agent}, step {step}: alpha={alpha:.1f}, chose {names[chosen]}")
-    fig.tight_layout()
-    return fig
-
-
-def plot_iqm_curves(
-    runs: dict[str, Sequence[dict[str, Any]]], key: str = "test_return",
-    optimum: float | None = None, title: str = "", reps: int = 2000,
-) -> Any:
-    """IQM and 95% bootstrap band over seeds for several runs on one axis."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    for label, rows in runs.items():
-        c = iqm_curve(rows, key, reps=reps)
-        ax.plot(c["env_steps"], c["iqm"], label=f"{label} (IQM, {int(c['num_seeds'])} seeds)")
-        ax.fill_between(c["env_steps"], c["lower"], c["upper"], alpha=0.25)
-    if optimum is not None:
-        ax.axhline(optimum, color="k", linestyle=":", linewidth=1, label=f"optimum {optimum:g}")
-    ax.set_xlabel("env steps per seed")
-    ax.set_ylabel(key.replace("_", " "))
-    ax.set_title(title or "IQM with 95% stratified-bootstrap intervals")
-    ax.legend(fontsize=8, loc="lower right")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return fig
-
-
-def predictor_diagnostics(rows: Sequence[dict[str, Any]]) -> dict[int, dict[str, np.ndarray]]:
-    """Per seed (of a run without a sweep, or one point's rows): ``t_env``, ``alpha_entropy`` and
-    ``risk_grad_norm`` of the active chunks that logged them (NaN where a chunk made no TD update).
-    Empty for a static alpha, or for a run from before these metrics existed."""
-    out: dict[int, dict[str, np.ndarray]] = {}
-    for seed in sorted({r["seed"] for r in rows}):
-        seed_rows = [r for r in rows if r["seed"] == seed and r["active"] and r.get("alpha_entropy") is not None]
-        if seed_rows:
-            out[seed] = {
-                "t_env": np.asarray([r["t_env"] for r in seed_rows], float),
-                "alpha_entropy": np.asarray([r["alpha_entropy"] for r in seed_rows], float),
-                "risk_grad_norm": np.asarray([np.nan if r.get("risk_grad_norm") is None else r["risk_grad_norm"]
-                                              for r in seed_rows], float),
-            }
-    return out
-
-
-def plot_alpha_over_training(rows: Sequence[dict[str, Any]], key: str = "alpha_hist", title: str = "") -> Any:
-    """Share of each risk level among chosen alphas per chunk (stacked) and mean alpha per seed; below
-    them, where the rows have them, the predictor's diagnostics per seed: the entropy of P(alpha) and the
-    norm of the TD gradient reaching the predictor (a predictor that has stopped learning shows as an
-    entropy near 0 and a vanishing gradient)."""
-    plt = _pyplot()
-    stats = alpha_over_training(rows, key)
-    diagnostics = predictor_diagnostics(rows)
-    panels = 4 if diagnostics else 2
-    fig, axes = plt.subplots(panels, 1, figsize=(6.4, 2.6 * panels), sharex=True,
-                             height_ratios=(1.4, 1, 1, 1)[:panels])
-    ax_s, ax_m = axes[0], axes[1]
-    colors = plt.get_cmap("viridis")(np.linspace(0, 1, len(stats["levels"])))
-    ax_s.stackplot(
-        stats["env_steps"], np.nan_to_num(stats["share"]).T, colors=colors,
-        labels=[f"{a:.1f}" for a in stats["levels"]],
-    )
-    ax_s.set_ylim(0, 1)
-    ax_s.set_ylabel("share of agent-steps")
-    ax_s.legend(title="alpha", fontsize=7, ncol=2, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    ax_s.set_title(title or f"chosen alpha over training ({key})")
-    for seed_curve in stats["mean_alpha"]:
-        ax_m.plot(stats["env_steps"], seed_curve, alpha=0.5, linewidth=1)
-    with warnings.catch_warnings():  # a bin no seed reached is NaN, not an error
-        warnings.simplefilter("ignore", RuntimeWarning)
-        mean = np.nanmean(stats["mean_alpha"], axis=0)
-    ax_m.plot(stats["env_steps"], mean, color="k", linewidth=2, label="mean over seeds")
-    ax_m.set_ylim(0, 1.05)
-    ax_m.set_ylabel("mean alpha")
-    ax_m.legend(fontsize=8)
-    ax_m.grid(alpha=0.3)
-    if diagnostics:
-        ax_h, ax_g = axes[2], axes[3]
-        num_levels = len(stats["levels"])
-        for seed, d in diagnostics.items():
-            ax_h.plot(d["t_env"], d["alpha_entropy"], alpha=0.6, linewidth=1)
-            ax_g.semilogy(d["t_env"], np.maximum(d["risk_grad_norm"], 1e-30), alpha=0.6, linewidth=1)
-        ax_h.axhline(np.log(num_levels), color="k", linestyle=":", linewidth=1, label=f"uniform (ln {num_levels})")
-        ax_h.set_ylabel("entropy of P(alpha)\n(nats)")
-        ax_h.legend(fontsize=8)
-        ax_h.grid(alpha=0.3)
-        ax_g.set_ylabel("TD gradient norm\non the predictor")
-        ax_g.grid(alpha=0.3)
-    axes[-1].set_xlabel("env steps per seed")
-    fig.tight_layout()
-    return fig

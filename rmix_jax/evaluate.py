@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import rmix_jax.cli_logging  # noqa: E402,F401  (sets XLA's log level before jax is imported)
 
+# isort: split
+
 import dataclasses
 import json
 import sys
@@ -69,7 +71,6 @@ def eval_config(trained: Config, overrides: Sequence[str]) -> Config:
 
 def load_policy(run_dir: Path, step: int | None, config: Config) -> Any:
     """Parameters of every run (leading run axis) from params/ or checkpoint ``step``."""
-    import jax
     import orbax.checkpoint as ocp
 
     from rmix_jax import experiment

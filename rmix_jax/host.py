@@ -25,8 +25,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rmix_jax.learner import RUN_AXIS, Episode, Learner, TrainState, agent_input_dim
-from rmix_jax.networks import zero_carry
+from rmix_jax.learner import (
+    RUN_AXIS,
+    Actor,
+    Episode,
+    Learner,
+    Policy,
+    TrainState,
+    padding_record,
+    stack_timesteps,
+    step_record,
+)
 
 
 class HostRunner:
@@ -40,27 +49,23 @@ class HostRunner:
         self.num_runs = num_runs
         self.envs_per_run = len(envs) // num_runs
         self.spec = learner.spec
-        config = learner.config
-        self.train_config = config.train
-        hidden = config.agent.hidden_dim
-        n = self.spec.num_agents
+        self.train_config = learner.config.train
         self._pool = ThreadPoolExecutor(max_workers=min(len(self.envs), 16)) if len(self.envs) > 1 else None
 
-        def policy_step(params, static_alpha, epsilon, carry, obs, avail, last_actions, prev_inputs, first, key):
+        def policy_step(policy: Policy, actor: Actor, obs, avail, first, key):
             key, act_key, env_key = jax.random.split(key, 3)
-            carry, actions, alpha, inputs = learner.act(
-                params, carry, obs, avail, last_actions, prev_inputs, first, epsilon, act_key, static_alpha
-            )
-            return carry, actions, alpha, inputs, key, env_key
+            actor, actions, alpha = learner.act(policy, actor, obs, avail, first, act_key)
+            return actor, actions, alpha, key, env_key
 
-        per_env = jax.vmap(policy_step, in_axes=(None, None, None, 0, 0, 0, 0, 0, None, 0))
-        self._policy_step = jax.jit(jax.vmap(per_env, in_axes=(0, 0, 0, 0, 0, 0, 0, 0, None, 0)))
+        # Over a run's envs (the policy shared), then over runs.
+        per_env = jax.vmap(policy_step, in_axes=(None, 0, 0, 0, None, 0))
+        self._policy_step = jax.jit(jax.vmap(per_env, in_axes=(0, 0, 0, 0, None, 0)))
         self._split_reset = jax.jit(lambda keys: jnp.moveaxis(jax.vmap(jax.vmap(jax.random.split))(keys), 2, 0))
         self._episode_keys = jax.jit(
             lambda keys, count: jax.vmap(lambda k: jax.random.split(k, count))(keys), static_argnums=1
         )
-        self._zero_carry = lambda: jax.tree.map(
-            lambda x: jnp.broadcast_to(x, (num_runs, self.envs_per_run, *x.shape)), zero_carry((n,), hidden)
+        self._start_actors = lambda: jax.tree.map(
+            lambda x: jnp.broadcast_to(x, (num_runs, self.envs_per_run, *x.shape)), learner.start_actor()
         )
         self._iteration_start = jax.jit(jax.vmap(learner.iteration_start))
         self._learn = jax.jit(jax.vmap(learner.learn, axis_name=RUN_AXIS))
@@ -103,59 +108,40 @@ class HostRunner:
         timesteps = [_to_numpy(ts) for _, ts in started]
         done = np.zeros(flat, bool)
 
-        carry = self._zero_carry()
-        last_actions = jnp.zeros((r_count, e_count, n), jnp.int32)
-        prev_inputs = jnp.zeros((r_count, e_count, n, self._input_dim()), jnp.float32)
+        actor = self._start_actors()
         key = step_keys
-        records: list[dict[str, np.ndarray]] = []
+        records: list[Episode] = []
+
+        def grid(x: np.ndarray) -> np.ndarray:  # (R*E, ...) -> (R, E, ...)
+            return x.reshape(r_count, e_count, *x.shape[1:])
+
         for t in range(t_len):
-            obs = np.stack([ts.obs for ts in timesteps]).reshape(r_count, e_count, *timesteps[0].obs.shape)
-            avail = np.stack([ts.avail for ts in timesteps]).reshape(r_count, e_count, *timesteps[0].avail.shape)
-            carry, actions, alpha, prev_inputs, key, env_keys = self._policy_step(
-                params, hyper.alpha, epsilon, carry, obs, avail, last_actions, prev_inputs, jnp.bool_(t == 0), key
+            before = stack_timesteps(timesteps)
+            policy = Policy(params, epsilon, hyper.alpha)
+            actor, actions, alpha, key, env_keys = self._policy_step(
+                policy, actor, grid(before.obs), grid(before.avail), jnp.bool_(t == 0), key
             )
-            last_actions = actions
-            actions_np = np.asarray(actions).reshape(flat, n)
+            actions_np = np.asarray(actions).reshape(flat, n).astype(np.int32)
             env_keys_np = np.asarray(env_keys).reshape(flat, -1)
             live = [i for i in range(flat) if not done[i]]
             stepped = self._map_envs(
                 lambda i: self.envs[i].step(env_keys_np[i], env_states[i], actions_np[i]), [(i,) for i in live]
             )
-            reward = np.zeros(flat, np.float32)
-            terminated = np.zeros(flat, bool)
-            won = np.zeros(flat, bool)
-            filled = ~done
-            before = list(timesteps)
-            for i, (env_state, ts) in zip(live, stepped):
-                ts = _to_numpy(ts)
-                env_states[i], timesteps[i] = env_state, ts
-                reward[i], terminated[i], won[i] = ts.reward, ts.terminated, ts.won
-                done[i] = bool(ts.terminated) or bool(ts.truncated)
-            records.append({
-                "obs": np.stack([ts.obs for ts in before]), "state": np.stack([ts.state for ts in before]),
-                "avail": np.stack([ts.avail for ts in before]) > 0, "actions": actions_np.astype(np.int32),
-                "reward": reward, "terminated": terminated, "filled": filled, "won": won,
-                "reset": np.full(flat, t == 0), "alpha": np.asarray(alpha, np.float32).reshape(flat, n),
-            })
+            for i, (env_state, ts) in zip(live, stepped):  # an ended episode's env stays frozen
+                env_states[i], timesteps[i] = env_state, _to_numpy(ts)
+            after = stack_timesteps(timesteps)
+            alpha_np = np.asarray(alpha, np.float32).reshape(flat, n)
+            records.append(step_record(before, actions_np, alpha_np, after, done, np.full(flat, t == 0)))
+            done = done | after.terminated.astype(bool) | after.truncated.astype(bool)
             if done.all():
                 break
         # Steps after every episode ended, and the tail: the frozen final step, masked.
-        final = {
-            "obs": np.stack([ts.obs for ts in timesteps]), "state": np.stack([ts.state for ts in timesteps]),
-            "avail": np.stack([ts.avail for ts in timesteps]) > 0, "actions": np.zeros((flat, n), np.int32),
-            "reward": np.zeros(flat, np.float32), "terminated": np.zeros(flat, bool),
-            "filled": np.zeros(flat, bool), "won": np.zeros(flat, bool), "reset": np.zeros(flat, bool),
-            "alpha": np.zeros((flat, n), np.float32),
-        }
+        final = padding_record(stack_timesteps(timesteps), xp=np)
         records.extend([final] * (t_len + 1 - len(records)))
-        fields = {k: np.stack([r[k] for r in records], axis=1) for k in final}  # (R*E, T+1, ...)
-        fields = {k: v.reshape(r_count, e_count, *v.shape[1:]) for k, v in fields.items()}
-        fields["obs"] = fields["obs"].astype(np.float32)
-        fields["state"] = fields["state"].astype(np.float32)
-        return Episode(**fields)
-
-    def _input_dim(self) -> int:
-        return agent_input_dim(self.spec)
+        episodes = jax.tree.map(lambda *xs: np.stack(xs, axis=1), *records)  # (R*E, T+1, ...)
+        episodes = jax.tree.map(lambda v: v.reshape(r_count, e_count, *v.shape[1:]), episodes)
+        return episodes.replace(obs=episodes.obs.astype(np.float32), state=episodes.state.astype(np.float32),
+                                reward=episodes.reward.astype(np.float32))
 
     # --- training ---------------------------------------------------------------------
     def run_chunk(self, state: TrainState) -> tuple[TrainState, dict]:

@@ -15,6 +15,8 @@ import os
 
 import rmix_jax.cli_logging  # noqa: E402,F401  (sets XLA's log level before jax is imported)
 
+# isort: split
+
 import dataclasses
 import json
 import sys
@@ -31,7 +33,7 @@ from rmix_jax.config import Config, ConfigError, config_from_dict, load_config, 
 USAGE = """usage: rmix-train [key=value ...]          rmix-train resume=<run dir> [train.t_max=...]
   method=rmix|rmix_static|rmix_frozen|qmix|vdn|iql|rdn   env=macn_7x4|macn_12x4|macn_7x4_low_risk|smax|smac
   env=smax env.map=3m|5m_vs_6m|8m_vs_9m|...  (any SMAX map; an unknown one lists them all)
-  env=smac env.map=5m_vs_6m env.difficulty=7  (StarCraft II through SMAC; README 'StarCraft II (SMAC)')
+  env=smac env.map=5m_vs_6m env.difficulty=7  (StarCraft II through SMAC; docs/starcraft.md)
   seeds=8 seed=0 train.t_max=50000 agent.num_atoms=10 agent.alpha=0.3 ...  (see configs/default.yaml)
   sweep.agent.alpha=[0.1,0.3,0.5,0.7,1.0,learned] sweep.train.lr=[1e-4,5e-4]  (grid x seeds, one program)
   wandb.mode=auto|online|offline|disabled   checkpoint.every_chunks=25

@@ -27,7 +27,6 @@ if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
 # output, it cannot hide a CLI's one-line error from capsys.
 import rmix_jax.envs.smax  # noqa: E402,F401
 
-
 # A tiny RMIX run (2 seeds, QR updates from the start) shared by the tooling tests, so
 # the same program is traced and compiled once per session.
 TINY_RUN = ["num_seeds=2", "train.t_max=200", "train.iterations_per_eval=2", "train.buffer_size=16",

@@ -1,6 +1,5 @@
 """Checkpoints: exact resume, a save killed by SIGKILL, and resume errors that change nothing on disk."""
 
-import os
 import shutil
 import subprocess
 import sys

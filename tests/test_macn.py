@@ -1,4 +1,4 @@
-"""MACN rules (SPEC section 2), the array adapter and the reward-noise wrapper."""
+"""MACN rules (docs/algorithm.md, "MACN"), the array adapter and the reward-noise wrapper."""
 
 import jax
 import jax.numpy as jnp
@@ -29,7 +29,7 @@ def test_optimal_sequence_returns_minus_seven_on_7x4():
     _, adapter = make()
     state, ts = adapter.reset(KEY)
     plan = [UP] + [RIGHT] * 6 + [DOWN]
-    total, rewards = 0.0, []
+    rewards = []
     for t, a in enumerate(plan):
         state, ts = step(adapter, state, a, a)
         rewards.append(float(ts.reward))

@@ -1,4 +1,4 @@
-"""The math of SPEC section 1 against NumPy float64 references, under jit and without."""
+"""The math of docs/algorithm.md against NumPy float64 references, under jit and without."""
 
 import math
 from fractions import Fraction

@@ -5,7 +5,6 @@ checked against JaxMARL's own, actions index by index), replays, and the one-lin
 errors. tests/test_smac_real.py runs the real game where SC2PATH has one.
 """
 
-import json
 import os
 import subprocess
 import sys
@@ -17,14 +16,22 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import fake_smac
 from rmix_jax import experiment, results
 from rmix_jax.config import ConfigError, load_config
 from rmix_jax.envs.smac import (
-    ENV_HOOK, SMACEnv, SMACError, SMAXLayout, UnitTable, smac_to_smax_avail, smax_observation,
-    smax_to_smac_actions, snap_to_direction,
+    ENV_HOOK,
+    SMACEnv,
+    SMACError,
+    SMAXLayout,
+    UnitTable,
+    smac_to_smax_avail,
+    smax_observation,
+    smax_to_smac_actions,
+    snap_to_direction,
 )
 from rmix_jax.envs.smax import SMAXAdapter
+
+import fake_smac
 
 TESTS = Path(__file__).resolve().parent
 FAKE = "fake_smac:FakeStarCraft2Env"
@@ -316,5 +323,5 @@ def test_cli_without_smac_prints_one_line(tmp_path):
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip() and "ubmoduled" not in line]
     assert lines == ["smac error: SMAC is not installed; run pip install 'rmix_jax[smac]' "
-                     "(README section 'StarCraft II (SMAC)')"]
+                     "(docs/starcraft.md, 'StarCraft II (SMAC)')"]
     assert not any(tmp_path.glob("rmix_*"))  # no run directory written

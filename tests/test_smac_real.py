@@ -1,7 +1,7 @@
 """The SMAC bridge on the real StarCraft II: runs only where SC2PATH points at an installed game.
 
 Needs ``pip install 'rmix_jax[smac]'``, the StarCraft II 4.10 Linux binary at
-``$SC2PATH`` and the SMAC maps in ``$SC2PATH/Maps/SMAC_Maps`` (README section
+``$SC2PATH`` and the SMAC maps in ``$SC2PATH/Maps/SMAC_Maps`` (docs/starcraft.md, section
 "StarCraft II (SMAC)"). Everywhere else it is skipped with that reason.
 """
 
@@ -14,7 +14,7 @@ import pytest
 SC2PATH = os.environ.get("SC2PATH", "")
 pytestmark = pytest.mark.skipif(
     not (SC2PATH and (Path(SC2PATH) / "Versions").is_dir() and (Path(SC2PATH) / "Maps" / "SMAC_Maps" / "3m.SC2Map").is_file()),
-    reason="needs StarCraft II: set SC2PATH to an installed game with Maps/SMAC_Maps (README 'StarCraft II (SMAC)')",
+    reason="needs StarCraft II: set SC2PATH to an installed game with Maps/SMAC_Maps (docs/starcraft.md, 'StarCraft II (SMAC)')",
 )
 
 

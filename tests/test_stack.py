@@ -1,4 +1,4 @@
-"""The pinned jax must not hang a jitted, vmapped multi-seed init of GRU networks (SPEC 5).
+"""The pinned jax must not hang a jitted, vmapped multi-seed init of GRU networks (docs/usage.md, "The pinned stack").
 
 jax 0.10.x hung about one run in three on these 2-core CPUs. Each attempt runs in a
 fresh interpreter under a timeout, so a hang fails the test instead of stalling CI.

@@ -1,7 +1,7 @@
 """MACN: Multi-Agent Cliff Navigation (paper Fig. 4), jittable, JaxMARL interface.
 
 Coordinates are (x, y) with y = 0 the bottom row. Two agents start at (0, 0); the
-goal is (W-1, 0) and the cliff is (1..W-2, 0). See SPEC section 2 for the rules.
+goal is (W-1, 0) and the cliff is (1..W-2, 0). The rules are in docs/algorithm.md ("MACN").
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The SMAC bridge: StarCraft II through SMAC's ``StarCraft2Env``, stepped from the host.
 
-Two ways in (SPEC section 3):
+Two ways in (docs/starcraft.md):
 
 - **Native** (``SMACEnv``): SMAC's own observations, state, actions and reward; the
   learner trains on them through ``rmix_jax.host.HostRunner`` (``rmix-train env=smac``).
@@ -13,7 +13,7 @@ Two ways in (SPEC section 3):
   SMAC's no-op), and the policy is masked by SMAC's available actions in SMAX terms.
 
 SMAC is not on PyPI and never imported by the core package: only building one of these
-envs imports it (``pip install 'rmix_jax[smac]'``, the game at ``$SC2PATH``; README).
+envs imports it (``pip install 'rmix_jax[smac]'``, the game at ``$SC2PATH``; docs/starcraft.md).
 ``RMIX_JAX_SMAC_ENV=module:Class`` substitutes any class with SMAC's API (a SMACv2
 build, or the tests' fake game); the game-installation checks apply to SMAC's own class.
 
@@ -30,23 +30,17 @@ from typing import Any
 
 import numpy as np
 
-from rmix_jax.config import ConfigError
 from rmix_jax.envs.base import EnvSpec, TimeStep
+from rmix_jax.envs.smac_maps import SMAC_MAPS
+from rmix_jax.envs.smax_actions import SMAXActions
+from rmix_jax.errors import ConfigError
 
 ENV_HOOK = "RMIX_JAX_SMAC_ENV"
 
-# SMAC's map registry (smac/env/starcraft2/maps/smac_maps.py), so configs validate
-# without SMAC installed.
-SMAC_MAPS = (
-    "3m", "8m", "25m", "5m_vs_6m", "8m_vs_9m", "10m_vs_11m", "27m_vs_30m", "MMM", "MMM2", "2s3z", "3s5z",
-    "3s5z_vs_3s6z", "3s_vs_3z", "3s_vs_4z", "3s_vs_5z", "1c3s5z", "2m_vs_1z", "corridor", "6h_vs_8z",
-    "2s_vs_1sc", "so_many_baneling", "bane_vs_bane", "2c_vs_64zg",
-)
-
-# SMAX action indices: 0 N, 1 E, 2 S, 3 W, 4 stop, 5 + j attack enemy j.
+# SMAX action indices (rmix_jax.envs.smax_actions): 0 N, 1 E, 2 S, 3 W, 4 stop, 5 + j attack enemy j.
 # SMAC action indices: 0 no-op (dead units only), 1 stop, 2 N, 3 S, 4 E, 5 W, 6 + j attack enemy j.
-SMAX_TO_SMAC_MOVE = np.array([2, 4, 3, 5, 1])
-SMAX_STOP, SMAC_NOOP = 4, 0
+SMAX_TO_SMAC_MOVE = np.array([2, 4, 3, 5, 1])  # SMAC's index of each SMAX move and stop
+SMAX_STOP, SMAX_FIRST_ATTACK, SMAC_NOOP = SMAXActions.stop, SMAXActions.first_attack, 0
 SMAX_MOVE_VECTORS = np.array([[0.0, 1.0], [1.0, 0.0], [0.0, -1.0], [-1.0, 0.0]])
 # SMAC's weapon-cooldown divisors (StarCraft2Env.unit_max_cooldown, game loops) by SMAX type:
 # marine, marauder, stalker, zealot, zergling, hydralisk.
@@ -75,7 +69,7 @@ def starcraft2env_class() -> tuple[type, bool]:
         from smac.env import StarCraft2Env
     except ImportError:
         raise SMACError("smac error: SMAC is not installed; run pip install 'rmix_jax[smac]' "
-                        "(README section 'StarCraft II (SMAC)')") from None
+                        "(docs/starcraft.md, 'StarCraft II (SMAC)')") from None
     except TypeError as err:  # s2clientprotocol's generated code under protobuf >= 4 (what jax/wandb/orbax use)
         if "Descriptors cannot be created directly" not in str(err):
             raise
@@ -90,7 +84,7 @@ def check_game(map_name: str) -> Path:
     root = Path(given or "~/StarCraftII").expanduser()
     if not given and not root.is_dir():
         raise SMACError("smac error: SC2PATH is not set and ~/StarCraftII does not exist; install StarCraft II "
-                        "4.10 and export SC2PATH=<its folder> (README section 'StarCraft II (SMAC)')")
+                        "4.10 and export SC2PATH=<its folder> (docs/starcraft.md, 'StarCraft II (SMAC)')")
     if not root.is_dir():
         raise SMACError(f"smac error: SC2PATH={given} does not exist; point SC2PATH at the StarCraft II folder")
     map_file = root / "Maps" / "SMAC_Maps" / f"{map_name}.SC2Map"
@@ -358,7 +352,7 @@ class SMAXTransferEnv:
         if self._prev_pos is not None:
             prev_move[layout.num_allies:] = snap_to_direction(pos[layout.num_allies:] - self._prev_pos[layout.num_allies:])
         prev_attack = np.zeros(len(units))
-        prev_attack[: layout.num_allies] = np.where(self._last_actions >= 5, self._last_actions, 0)
+        prev_attack[: layout.num_allies] = np.where(self._last_actions >= SMAX_FIRST_ATTACK, self._last_actions, 0)
         self._prev_pos = pos
         return UnitTable(pos=pos, health=np.where(alive, health, 0.0), alive=alive, types=types,
                          cooldown=np.where(alive, cooldown, 0.0), prev_move=prev_move, prev_attack=prev_attack,

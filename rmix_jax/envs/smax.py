@@ -4,7 +4,7 @@ Any scenario JaxMARL registers works by its SMAC map name, plus the paper's maps
 that SMAX's six unit types can express but JaxMARL does not register
 (``EXTRA_SCENARIOS``, added through JaxMARL's own ``register_scenario``).
 
-What the adapter fixes on top of ``HeuristicEnemySMAX`` (SPEC section 3):
+What the adapter fixes on top of ``HeuristicEnemySMAX`` (docs/algorithm.md, "Environments and what the adapters fix"):
 
 - no auto-reset: ``step_env`` keeps the real final observation;
 - the 100-step limit comes back as an ordinary done (and one step late): it is
@@ -39,6 +39,7 @@ import jaxmarl
 from jaxmarl.environments.smax.smax_env import MAP_NAME_TO_SCENARIO, Scenario, register_scenario
 
 from rmix_jax.envs.base import JaxMARLAdapter, TimeStep
+from rmix_jax.envs.smax_actions import SMAXActions
 
 MARINE, MARAUDER, STALKER, ZEALOT, ZERGLING, HYDRALISK = range(6)
 
@@ -88,12 +89,17 @@ class SMAXAdapter(JaxMARLAdapter):
         self.num_unit_features = len(inner.own_features)
         self.state_scale = self._state_scale(inner)
         self.type_cooldowns = jnp.asarray(inner.unit_type_weapon_cooldowns, jnp.float32)
-        self.stop_action = int(inner.num_movement_actions) - 1
         self.dead_noop = bool(dead_noop)
+        self.actions = SMAXActions(num_enemies=int(inner.num_enemies), dead_noop=self.dead_noop)
+        if int(inner.num_movement_actions) != SMAXActions.stop + 1:
+            raise ValueError(f"JaxMARL's SMAX has {inner.num_movement_actions} movement actions; "
+                             f"rmix_jax.envs.smax_actions expects {SMAXActions.stop + 1} (moves and stop)")
+        self.stop_action = self.actions.stop
         super().__init__(env, int(inner.max_steps), reward_scale)
         self.noop_action = self.spec.num_actions  # the extra action's index, when dead_noop
         if self.dead_noop:
             self.spec = replace(self.spec, num_actions=self.spec.num_actions + 1)
+        assert self.spec.num_actions == self.actions.num_actions, (self.spec, self.actions)
 
     @staticmethod
     def _state_scale(inner: Any) -> jax.Array:
