@@ -23,7 +23,7 @@ from rmix_jax.config import Config, flatten
 CHECKPOINT_DIR = "checkpoints"
 FORMAT = 2  # 2: the training state carries train.td_lambda
 # A resume may change only these; anything else would make it a different run.
-RESUMABLE_CHANGES = ("train.t_max", "checkpoint.", "wandb.", "results_dir")
+RESUMABLE_CHANGES = ("train.t_max", "train.on_nonfinite", "checkpoint.", "wandb.", "results_dir")
 
 
 class ResumeError(ValueError):

@@ -69,6 +69,7 @@ def eval_config(trained: Config, overrides: Sequence[str]) -> Config:
         raise EvalError(f"eval error: {bad[0]!r} is not an environment override; only env=... and env.<key>=... apply")
     return with_overrides(trained, overrides)
 
+
 def load_policy(run_dir: Path, step: int | None, config: Config) -> Any:
     """Parameters of every run (leading run axis) from params/ or checkpoint ``step``."""
     import orbax.checkpoint as ocp
@@ -78,7 +79,13 @@ def load_policy(run_dir: Path, step: int | None, config: Config) -> Any:
     exp = experiment.make_experiment(config)
     like = experiment.abstract_state(exp)
     if step is None:
-        return results.load_params(run_dir, like.params)
+        try:
+            return results.load_params(run_dir, like.params)
+        except Exception as err:  # noqa: BLE001  (orbax raises many kinds on a damaged directory)
+            raise EvalError(
+                f"eval error: {run_dir / results.PARAMS_DIR} cannot be read ({type(err).__name__}); the saved "
+                f"parameters are damaged: evaluate a checkpoint instead (rmix-eval {run_dir}/{CHECKPOINT_DIR}/<step>)"
+            ) from None
     path = (run_dir / CHECKPOINT_DIR / str(step)).resolve()
     try:
         with ocp.CheckpointManager(path.parent, item_names=("state", "meta"),

@@ -88,6 +88,7 @@ _CACHE_SIZE = 4
 
 def _program_key(config: Config, devices: list) -> str:
     data = {k: v for k, v in config.to_dict().items() if k not in _NOT_IN_PROGRAM}
+    data["train"] = {k: v for k, v in data["train"].items() if k != "on_nonfinite"}  # read by the host loop only
     return json.dumps(data, sort_keys=True, default=str) + repr([d.id for d in devices])
 
 

@@ -19,6 +19,7 @@ import rmix_jax.cli_logging  # noqa: E402,F401  (sets XLA's log level before jax
 
 import dataclasses
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -26,7 +27,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from rmix_jax import results
+from rmix_jax import checkpoint, results, stopping
 from rmix_jax.checkpoint import Checkpointer, ResumeError, check_resume_changes, restore
 from rmix_jax.config import Config, ConfigError, config_from_dict, load_config, with_overrides
 
@@ -37,7 +38,10 @@ USAGE = """usage: rmix-train [key=value ...]          rmix-train resume=<run dir
   seeds=8 seed=0 train.t_max=50000 agent.num_atoms=10 agent.alpha=0.3 ...  (see configs/default.yaml)
   sweep.agent.alpha=[0.1,0.3,0.5,0.7,1.0,learned] sweep.train.lr=[1e-4,5e-4]  (grid x seeds, one program)
   wandb.mode=auto|online|offline|disabled   checkpoint.every_chunks=25
-  RMIX_JAX_CPU_DEVICES=N rmix-train ...  (on a CPU the runs are sharded over N devices; default one per core)"""
+  RMIX_JAX_CPU_DEVICES=N rmix-train ...  (on a CPU the runs are sharded over N devices; default one per core)
+  train.on_nonfinite=stop|freeze  (a run turning NaN/inf: stop with an error, or freeze it and go on)
+exit status: 0 finished; 2 bad input; 3 a run diverged; 128+signal (143 SIGTERM, 130 Ctrl-C) stopped with
+  a checkpoint after the current chunk (a second signal exits at once)"""
 
 WANDB_ID_FILE = "wandb_id"
 CPU_DEVICE_FLAG = "--xla_force_host_platform_device_count"
@@ -75,7 +79,16 @@ def run(
 
     ``stop_after`` ends the session after that many chunks (a checkpoint is saved
     there, so ``resume`` continues it); the run is then unfinished: no params/ or summary.
+    A SIGTERM or SIGINT does the same after the chunk it arrives in, then raises
+    ``stopping.StoppedBySignal`` (``rmix_jax.stopping``). A run turning non-finite raises
+    ``stopping.DivergedError``, or with ``train.on_nonfinite=freeze`` is frozen.
     """
+    with stopping.GracefulStop() as stop:  # from the start: a signal during set-up or compile waits too
+        return _run(config, progress, resume_dir, stop_after, stop)
+
+
+def _run(config: Config, progress: bool, resume_dir: Path | str | None, stop_after: int | None,
+         stop: stopping.GracefulStop) -> tuple[Path, list[dict[str, Any]]]:
     import jax
     from tqdm import tqdm
 
@@ -87,7 +100,11 @@ def run(
     started = time.time()
     if resume_dir is None:
         run_dir = results.new_run_dir(config, time.strftime("%Y%m%d-%H%M%S"))
-        results.write_config(run_dir, config)
+        try:
+            results.write_config(run_dir, config)
+        except OSError:
+            shutil.rmtree(run_dir, ignore_errors=True)  # nothing half-made is left behind
+            raise
         state = experiment.init_state(exp)
         rows: list[dict[str, Any]] = []
         chunk, wandb_id = 0, None
@@ -109,6 +126,7 @@ def run(
     checkpointer = Checkpointer(run_dir, config)
     run_chunk = exp.chunk_fn
     t_max = config.train.t_max
+    frozen: dict[int, dict[str, Any]] = {}  # run -> the row of the chunk it diverged in (on_nonfinite=freeze)
     done_steps = int(np.min(jax.device_get(state.t_env)))
     bar = tqdm(total=t_max, initial=min(done_steps, t_max), unit="step", disable=not progress,
                desc=f"{config.method} x{exp.num_runs}")
@@ -117,26 +135,68 @@ def run(
             state, metrics = run_chunk(state)
             metrics = experiment.to_host(metrics)
             new_rows = results.metric_rows(metrics, chunk, exp.num_seeds, exp.points)
+            for r in new_rows:
+                if r["run"] in frozen:
+                    r["diverged"] = True
             results.append_metrics(run_dir, new_rows)
             rows.extend(new_rows)
             tracker.log_chunk(metrics, chunk)
             chunk += 1
-            done_steps = int(np.min(metrics["t_env"]))
-            stopping = stop_after is not None and chunk >= stop_after
-            if checkpointer.due(chunk) or done_steps >= t_max or stopping:
+            diverged = stopping.diverged_rows(new_rows)
+            if diverged:
+                _on_divergence(config, diverged, frozen, run_dir, checkpointer, tracker)
+            running = [t for r, t in enumerate(metrics["t_env"]) if r not in frozen]
+            done_steps = int(np.min(running)) if running else t_max
+            stopping_now = (stop_after is not None and chunk >= stop_after) or stop.requested
+            if checkpointer.due(chunk) or done_steps >= t_max or stopping_now:
                 checkpointer.save(chunk, state, meta)
-            if stopping:
+            if (stopping_now or stop.requested) and done_steps < t_max:  # a signal during the save too
                 break
             bar.update(min(done_steps, t_max) - bar.n)
-            bar.set_postfix(test_return=f"{np.mean(metrics['test_return']):.1f}", eps=f"{np.mean(metrics['epsilon']):.2f}")
+            bar.set_postfix(test_return=f"{np.mean(metrics['test_return']):.1f}",
+                            eps=f"{np.mean(metrics['epsilon']):.2f}")
     finally:
         bar.close()
         checkpointer.close()
     wall = time.time() - started
     if done_steps < t_max:
         tracker.finish()
-        print(f"stopped after chunk {chunk}; continue with: rmix-train resume={run_dir}")
+        print(f"stopped after chunk {chunk}; continue with: rmix-train resume={run_dir}", flush=True)
+        if stop.requested:
+            raise stopping.StoppedBySignal(stop.signum, f"stopped by signal after chunk {chunk}")
         return run_dir, rows
+    return _finish(config, exp, state, rows, wall, run_dir, tracker), rows
+
+
+def _on_divergence(config: Config, diverged: list[dict[str, Any]], frozen: dict[int, dict[str, Any]],
+                   run_dir: Path, checkpointer: Checkpointer, tracker: Any) -> None:
+    """A chunk in which runs turned non-finite: stop with a one-line error, or freeze them and go on."""
+    first = diverged[0]
+    what = ", ".join(stopping.nonfinite_quantities(first["nonfinite"]))
+    where = f"{stopping.describe(first)} has a non-finite {what} in chunk {first['chunk']}"
+    others = f" (and {len(diverged) - 1} more runs)" if len(diverged) > 1 else ""
+    if config.train.on_nonfinite == "freeze":
+        for r in diverged:
+            frozen[r["run"]] = r
+            print(f"divergence: {stopping.describe(r)} has a non-finite "
+                  f"{', '.join(stopping.nonfinite_quantities(r['nonfinite']))} in chunk {r['chunk']}; "
+                  f"frozen at its last finite state, the other runs go on", file=sys.stderr, flush=True)
+        return
+    tracker.finish()
+    try:
+        kept = f"the last good checkpoint is {run_dir / checkpoint.CHECKPOINT_DIR / str(checkpoint.latest_step(run_dir))}"
+    except ResumeError:
+        kept = "no checkpoint was saved before it"
+    raise stopping.DivergedError(
+        f"divergence: {where}{others}; stopped, {kept}; lower train.lr (or train.qr_lr), or pass "
+        f"train.on_nonfinite=freeze to keep the other runs going"
+    )
+
+
+def _finish(config: Config, exp: Any, state: Any, rows: list[dict[str, Any]], wall: float, run_dir: Path,
+            tracker: Any) -> Path:
+    """A finished run: final parameters, summary, learning curves, the printed table."""
+    from rmix_jax import experiment
 
     results.save_params(run_dir, experiment.to_host(state.params))
     summary = summarize(config, rows, wall, exp.points)
@@ -149,7 +209,7 @@ def run(
     )
     tracker.finish({"wall_seconds": summary["wall_seconds"]})
     print_summary(summary, run_dir)
-    return run_dir, rows
+    return run_dir
 
 
 def summarize_point(config: Config, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -159,6 +219,7 @@ def summarize_point(config: Config, rows: Sequence[dict[str, Any]]) -> dict[str,
     test = results.curves(rows, "test_return")
     for seed, (xs, ys) in sorted(test.items()):
         last = [r for r in rows if r["seed"] == seed and r["active"]][-1]
+        bad = [r for r in rows if r["seed"] == seed and r.get("nonfinite")]
         hist = np.asarray(last["test_alpha_hist"], float)
         hist = hist.reshape(-1, hist.shape[-1]).sum(axis=0)  # over agents
         levels = (np.arange(len(hist)) + 1) / len(hist)
@@ -173,6 +234,9 @@ def summarize_point(config: Config, rows: Sequence[dict[str, Any]]) -> dict[str,
             # The predictor's last chunk: entropy of P(alpha) (nats) and its TD gradient's norm (None: static alpha).
             "final_alpha_entropy": last.get("alpha_entropy"),
             "final_risk_grad_norm": last.get("risk_grad_norm"),
+            # train.on_nonfinite=freeze: the chunk the run diverged in and what was not finite (else None).
+            "diverged_at_chunk": bad[0]["chunk"] if bad else None,
+            "diverged_in": stopping.nonfinite_quantities(bad[0]["nonfinite"]) if bad else None,
         })
     reached = [s for s in per_seed if s["steps_to_optimum"] is not None]
     finals = np.asarray([s["final_test_return"] for s in per_seed])
@@ -220,6 +284,12 @@ def print_summary(summary: dict[str, Any], run_dir: Path) -> None:
             print(f"optimum {summary['optimal_return']:g}: {summary['seeds_at_optimum_finally']}/{summary['num_seeds']} seeds "
                   f"there at the end, {summary['seeds_reaching_optimum']} reached it; median steps to it "
                   f"{summary['median_steps_to_optimum']}")
+    for p in summary.get("points") or [summary]:
+        for s in p["seeds"]:
+            if s.get("diverged_at_chunk") is not None:
+                point = f", point {p['point']}" if "point" in p else ""
+                print(f"diverged: seed {s['seed']}{point} in chunk {s['diverged_at_chunk']} "
+                      f"({', '.join(s['diverged_in'])}); its figures are those of its last finite state")
     print(f"results: {run_dir}")
 
 
@@ -285,6 +355,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, ResumeError) as err:
         print(str(err), file=sys.stderr)
         return 2
+    except OSError as err:  # the results directory cannot be written (permissions, a full disk, a file in the way)
+        where = f" {err.filename}" if err.filename else ""
+        print(f"write error: cannot write{where}: {err.strerror or err}; pass a results_dir that is writable and "
+              f"has free space (runs already saved are untouched)", file=sys.stderr)
+        return 1
+    except stopping.DivergedError as err:
+        print(str(err), file=sys.stderr)
+        return stopping.DIVERGED_STATUS
+    except stopping.StoppedBySignal as stopped:
+        return stopped.exit_status
     return 0
 
 

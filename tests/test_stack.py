@@ -1,6 +1,6 @@
 """The pinned jax must not hang a jitted, vmapped multi-seed init of GRU networks (docs/usage.md, "The pinned stack").
 
-jax 0.10.x hung about one run in three on these 2-core CPUs. Each attempt runs in a
+jax 0.10.x hung about one run in three on these 2-core CPUs (two attempts catch it 5 times in 9). Each runs in a
 fresh interpreter under a timeout, so a hang fails the test instead of stalling CI.
 """
 
@@ -26,6 +26,6 @@ print("ok")
 
 @pytest.mark.slow
 def test_vmapped_multi_seed_init_does_not_hang():
-    for seed in range(3):
+    for seed in range(2):
         proc = subprocess.run([sys.executable, "-c", SCRIPT.format(seed=seed)], capture_output=True, text=True, timeout=180)
         assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-2000:]

@@ -55,6 +55,16 @@ def _preset(group: str, name: str, config_dir: Path) -> dict[str, Any]:
     return _read_yaml(path)
 
 
+def _yaml11_number(value: str) -> Any:
+    """YAML 1.1 reads 5e-05 or 1e30 (no dot) as a string; a number was meant (nan and inf stay strings)."""
+    if value.strip().lower() in ("nan", "inf", "-inf", "infinity"):
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
 def _parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise ConfigError(f"config error: override {text!r} is not key=value; write e.g. train.t_max=20000")
@@ -64,10 +74,9 @@ def _parse_override(text: str) -> tuple[list[str], Any]:
     except yaml.YAMLError:
         raise ConfigError(f"config error: override {text!r} has a value YAML cannot read; quote or fix it") from None
     if isinstance(value, str) and raw.strip()[:1] not in ("'", '"'):  # a quoted value stays a string
-        try:  # YAML 1.1 reads 5e-05 (no dot) as a string; a number was meant
-            value = float(value) if value.strip().lower() not in ("nan", "inf", "-inf", "infinity") else value
-        except ValueError:
-            pass
+        value = _yaml11_number(value)
+    elif isinstance(value, list):  # a sweep list: [1e-3, 1e30]
+        value = [_yaml11_number(v) if isinstance(v, str) else v for v in value]
     key = key.strip()
     key = KEY_ALIASES.get(key, key)
     return key.split("."), value

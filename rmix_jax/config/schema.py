@@ -25,6 +25,7 @@ SWEEPABLE = ("agent.alpha", "train.lr", "train.qr_lr", "train.gamma", "train.td_
              "train.epsilon_anneal_steps", "train.start_to_update_qr", "train.qr_interval",
              "train.target_update_interval")
 MIXERS = ("qmix", "vdn", "none")
+NONFINITE_ACTIONS = ("stop", "freeze")  # train.on_nonfinite
 
 
 KEY_ALIASES = {"seeds": "num_seeds"}
@@ -87,6 +88,9 @@ class TrainConfig:
     iterations_per_eval: int = 10
     test_interval: int = 0  # env steps between tests for host-stepped envs (SMAC); 0: every iterations_per_eval
     test_episodes: int = 8
+    # A run whose loss, gradient norm or parameters turn non-finite: "stop" the whole program with an
+    # error (the last good checkpoint is kept), or "freeze" that run at its last finite state and go on.
+    on_nonfinite: str = "stop"
 
 
 @dataclass(frozen=True)
@@ -256,6 +260,8 @@ def validate(config: Config) -> Config:
                  "epsilon_anneal_steps", "time_windows"):
         value = getattr(t, name)
         _check(value >= 1, f"train.{name}", value, "use a whole number >= 1")
+    _check(t.on_nonfinite in NONFINITE_ACTIONS, "train.on_nonfinite", t.on_nonfinite,
+           f"choose one of {', '.join(NONFINITE_ACTIONS)}")
     _check(t.test_interval >= 0, "train.test_interval", t.test_interval, "use >= 0 (0 tests every iterations_per_eval)")
     _check(t.test_interval == 0 or e.name == "smac", "train.test_interval", t.test_interval,
            "only host-stepped envs (env=smac) use it; jitted envs test every train.iterations_per_eval iterations")

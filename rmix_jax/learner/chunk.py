@@ -11,6 +11,7 @@ from __future__ import annotations
 import chex
 import jax
 import jax.numpy as jnp
+import optax
 
 from rmix_jax import ops
 from rmix_jax.learner.acting import agent_input_dim, empty_episode, learns_alpha, rollout
@@ -18,6 +19,7 @@ from rmix_jax.learner.setup import Setup
 from rmix_jax.learner.types import EpisodeStats, Hyper, Iteration, Params, TrainState, tree_select
 from rmix_jax.learner.update import learn
 from rmix_jax.networks import zero_carry
+from rmix_jax.stopping import NONFINITE_GRAD, NONFINITE_LOSS, NONFINITE_PARAMS
 
 
 def init(setup: Setup, rng: chex.PRNGKey, hyper: Hyper | None = None) -> TrainState:
@@ -90,18 +92,35 @@ def _ratio(total: chex.Array, count: chex.Array) -> chex.Array:
     return jnp.where(count_sum > 0, jnp.sum(total) / jnp.maximum(count_sum, 1.0), jnp.nan)
 
 
+def nonfinite_flags(new_state: TrainState, it: dict) -> chex.Array:
+    """Which quantities of a chunk are not finite: a TD or QR loss (``NONFINITE_LOSS``), a gradient
+    norm (``NONFINITE_GRAD``), the online parameters after it (``NONFINITE_PARAMS``); 0 when all are.
+
+    From the sums the chunk's updates return anyway (0 where no update ran), and one norm of the
+    parameters: no pass over anything else."""
+    loss = jnp.isfinite(jnp.sum(it["td_loss_sum"]) + jnp.sum(it["qr_loss_sum"]))
+    grad = jnp.isfinite(jnp.sum(it["grad_norm_sum"]))
+    params = jnp.isfinite(optax.tree.norm(new_state.params))
+    return (NONFINITE_LOSS * ~loss + NONFINITE_GRAD * ~grad + NONFINITE_PARAMS * ~params).astype(jnp.int32)
+
+
 def finish_chunk(setup: Setup, state: TrainState, new_state: TrainState,
                  it: dict) -> tuple[TrainState, chex.PRNGKey, dict]:
     """After a chunk's iterations (``it``: metrics stacked over them): the state kept
-    (a run already past t_max stays put, but for its replay), the greedy test's key, and the training
-    metrics; the caller adds ``test_metrics`` of the test episodes."""
+    (a run already past t_max, or one whose chunk was not finite, stays put, but for its replay), the
+    greedy test's key, and the training metrics; the caller adds ``test_metrics`` of the test episodes."""
     active = state.t_env < state.hyper.t_max
+    nonfinite = nonfinite_flags(new_state, it) * active.astype(jnp.int32)
     eval_key, key = jax.random.split(new_state.key)
     new_state = new_state.replace(key=key, chunks=new_state.chunks + 1)
+    # A run that diverged in this chunk goes back to its state before it, like a run past t_max.
     # The replay is not selected back: its episodes from past t_max are never learned
     # from, and a select would copy the whole replay of every run at every chunk
     # (a quarter of the chunk's time on MACN 7x4 with 8 seeds).
-    kept = tree_select(active, new_state.replace(buffer_state=None), state.replace(buffer_state=None))
+    kept = tree_select(active & (nonfinite == 0), new_state.replace(buffer_state=None),
+                       state.replace(buffer_state=None))
+    # ... and stays there: its t_max becomes 0, so every later chunk finds it past t_max.
+    kept = kept.replace(hyper=kept.hyper.replace(t_max=jnp.where(nonfinite > 0, 0, kept.hyper.t_max)))
     new_state = kept.replace(buffer_state=new_state.buffer_state)
     episodes = jnp.float32(it["return_sum"].shape[0] * setup.config.train.num_envs)
     learned = learns_alpha(setup, new_state.hyper)
@@ -124,6 +143,8 @@ def finish_chunk(setup: Setup, state: TrainState, new_state: TrainState,
         "risk_grad_norm": jnp.where(learned, _ratio(it["risk_grad_norm_sum"], it["td_count"]), jnp.nan),
         "alpha_hist": jnp.sum(it["alpha_hist"], axis=0),
         "lr": new_state.hyper.lr,
+        "param_norm": optax.tree.norm(new_state.params),  # the online parameters kept after the chunk
+        "nonfinite": nonfinite,
     }
     return new_state, eval_key, metrics
 
