@@ -20,8 +20,10 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 # slower, which for these programs is a net win (pytest 772 s -> 586 s on 2 cores). The
 # long learning runs ask for full optimisation per jit (compiler_options). Set before
 # any backend starts; subprocesses inherit it.
+# --xla_llvm_disable_expensive_passes: LLVM's costliest passes off too (a tiny chunk: 22.9 s -> 20.2 s).
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                               + " --xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true").strip()
 
 # jaxmarl's first import swaps sys.stderr back; imported here, before any test captures
 # output, it cannot hide a CLI's one-line error from capsys.
