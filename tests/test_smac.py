@@ -147,7 +147,7 @@ def _smax_state_table(adapter, state):
     )
 
 
-@pytest.mark.parametrize("map_name", ["3m", "2s3z", "5m_vs_6m"])
+@pytest.mark.parametrize("map_name", ["3m", "2s3z"])  # marines; stalkers and zealots
 def test_smax_observation_rebuilt_from_units_equals_jaxmarl(map_name):
     adapter = SMAXAdapter(map_name)
     layout = SMAXLayout.of(adapter)
