@@ -83,7 +83,7 @@ def run_devices(num_runs: int, devices: list | None = None) -> list:
 # one Experiment (and so one trace and compile) within a process.
 _NOT_IN_PROGRAM = ("run_name", "results_dir", "wandb", "checkpoint")
 _CACHE: dict[str, Experiment] = {}
-_CACHE_SIZE = 4
+_CACHE_SIZE = 8
 
 
 def _program_key(config: Config, devices: list) -> str:

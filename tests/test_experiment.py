@@ -99,6 +99,7 @@ def test_swept_values_act_in_one_program(tmp_path):
     assert np.all(probs < 1.0) and np.allclose(probs.sum(-1), 1.0, atol=1e-5)
 
 
+@pytest.mark.xdist_group("tiny_run")  # the program of conftest's TINY_RUN: compiled once on that worker
 def test_wandb_offline_run_logs_every_chunk(tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     config = load_config(TINY_RUN + ["wandb.mode=auto", "checkpoint.every_chunks=0", f"results_dir={tmp_path}",

@@ -13,7 +13,7 @@ from rmix_jax.host import HostRunner, StepFromHost
 CONFIG = ["env.width=4", "env.height=2", "num_seeds=2", "train.num_envs=2", "train.iterations_per_eval=2",
           "train.test_episodes=3", "train.batch_size=4", "train.buffer_size=32", "agent.hidden_dim=16",
           "train.start_to_update_qr=0", "train.qr_interval=40", "train.t_max=400", "wandb.mode=disabled",
-          "train.time_windows=3"]
+          "train.time_windows=2"]
 
 
 

@@ -4,11 +4,14 @@ import json
 
 import jax
 import numpy as np
+import pytest
 import yaml
 
 from rmix_jax import results
 from rmix_jax.config import config_from_dict, load_config
 from rmix_jax.train import run
+
+from conftest import TINY_RUN
 
 
 def test_steps_to_reach_and_grid():
@@ -26,11 +29,9 @@ def test_optimal_return_only_when_deterministic():
     assert results.optimal_return(load_config(["env.slip_prob=0.1"])) is None
 
 
+@pytest.mark.xdist_group("tiny_run")  # the program of conftest's TINY_RUN: compiled once on that worker
 def test_run_writes_everything_and_never_overwrites(tmp_path):
-    config = load_config([
-        "num_seeds=2", "train.t_max=200", "train.iterations_per_eval=2", "train.buffer_size=16",
-        "train.batch_size=4", "agent.hidden_dim=8", f"results_dir={tmp_path}", "run_name=tiny",
-    ])
+    config = load_config(TINY_RUN + [f"results_dir={tmp_path}", "run_name=tiny", "checkpoint.every_chunks=0"])
     run_dir, rows = run(config, progress=False)
     assert run_dir == tmp_path / "tiny"
     for name in ("config.yaml", "metrics.jsonl", "learning_curve.png", "summary.json"):

@@ -168,6 +168,7 @@ def test_learner_updates_on_3m(method="rmix"):
         "env=smax", "env.map=3m", f"method={method}", "train.num_envs=2", "train.batch_size=2",
         "train.buffer_size=8", "train.iterations_per_eval=3", "train.test_episodes=2",
         "agent.hidden_dim=16", "train.start_to_update_qr=0", "train.qr_interval=1",
+        "train.time_windows=1",  # unvmapped, a switch over windows computes every branch: one window here
     ])
     learner = make_learner(config)
     state = learner.init(jax.random.PRNGKey(1))
