@@ -101,10 +101,39 @@ class Tracker:
         try:
             if summary:
                 self.run.summary.update({k: v for k, v in summary.items() if not isinstance(v, (list, dict))})
+            offline = self.mode == "offline"
+            path = Path(self.run.dir).parent if offline else None  # <run>/wandb/offline-run-*/
             self.run.finish()
+            if offline:
+                _wait_until_closed(path)
         except Exception as err:  # noqa: BLE001
             print(f"wandb: finish failed ({type(err).__name__})", file=sys.stderr)
         self.run = None
+
+
+def _wait_until_closed(run_path: Path, timeout: float = 30.0) -> bool:
+    """Wait until wandb's service has written an offline run's exit record.
+
+    ``run.finish()`` can return while wandb's service is still writing the ``.wandb`` file
+    (seen as a file holding 4 of 8 chunks' history when read at once); a run that stops
+    for a scheduler should leave the whole file on disk."""
+    import time
+
+    from wandb.proto import wandb_internal_pb2
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for path in run_path.glob("run-*.wandb"):
+            try:
+                for raw in _raw_records(path.read_bytes()):
+                    record = wandb_internal_pb2.Record()
+                    record.ParseFromString(raw)
+                    if record.WhichOneof("record_type") == "exit":
+                        return True
+            except ValueError:  # the header not written yet
+                pass
+        time.sleep(0.05)
+    return False
 
 
 def chunk_record(
