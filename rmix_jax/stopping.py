@@ -47,10 +47,6 @@ class GracefulStop:
     def requested(self) -> bool:
         return self.signum is not None
 
-    @property
-    def exit_status(self) -> int:
-        return 128 + int(self.signum or 0)
-
     def _handle(self, signum: int, frame: Any) -> None:
         name = signal.Signals(signum).name
         if self.signum is not None:

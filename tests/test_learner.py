@@ -183,8 +183,8 @@ def test_qr_loss_skipped_over_runs_changes_nothing():
     updates where one run, both or neither make a QR update."""
     from rmix_jax.learner import RUN_AXIS, hyper_from_config
 
-    def train(run_axis, windows=1):
-        config = load_config(TINY + ["train.iterations_per_eval=3", "train.td_lambda=0.8", f"train.time_windows={windows}"])
+    def train(run_axis):
+        config = load_config(TINY + ["train.iterations_per_eval=3", "train.td_lambda=0.8"])
         points = [dict(start_to_update_qr=0, qr_interval=60), dict(start_to_update_qr=10**9, qr_interval=1)]
         hyper = jax.tree.map(lambda *x: jnp.stack(x), *[hyper_from_config(config, **p) for p in points])
         learner = make_learner(config, run_axis=run_axis)
