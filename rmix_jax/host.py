@@ -115,9 +115,9 @@ class HostRunner:
         def grid(x: np.ndarray) -> np.ndarray:  # (R*E, ...) -> (R, E, ...)
             return x.reshape(r_count, e_count, *x.shape[1:])
 
+        policy = Policy(params, epsilon, hyper.alpha)
+        before = stack_timesteps(timesteps)
         for t in range(t_len):
-            before = stack_timesteps(timesteps)
-            policy = Policy(params, epsilon, hyper.alpha)
             actor, actions, alpha, key, env_keys = self._policy_step(
                 policy, actor, grid(before.obs), grid(before.avail), jnp.bool_(t == 0), key
             )
@@ -133,10 +133,11 @@ class HostRunner:
             alpha_np = np.asarray(alpha, np.float32).reshape(flat, n)
             records.append(step_record(before, actions_np, alpha_np, after, done, np.full(flat, t == 0)))
             done = done | after.terminated.astype(bool) | after.truncated.astype(bool)
+            before = after  # the next step's observations
             if done.all():
                 break
         # Steps after every episode ended, and the tail: the frozen final step, masked.
-        final = padding_record(stack_timesteps(timesteps), xp=np)
+        final = padding_record(before, xp=np)
         records.extend([final] * (t_len + 1 - len(records)))
         episodes = jax.tree.map(lambda *xs: np.stack(xs, axis=1), *records)  # (R*E, T+1, ...)
         episodes = jax.tree.map(lambda v: v.reshape(r_count, e_count, *v.shape[1:]), episodes)
