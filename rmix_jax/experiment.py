@@ -23,7 +23,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from rmix_jax.config import Config
+from rmix_jax.config import Config, ConfigError
 from rmix_jax.envs import is_jittable
 from rmix_jax.learner import LEARNED_ALPHA, RUN_AXIS, Hyper, Learner, TrainState, hyper_from_config, make_learner
 
@@ -100,6 +100,7 @@ def make_experiment(config: Config, devices: list | None = None) -> Experiment:
     if key in _CACHE:
         return dataclasses.replace(_CACHE[key], config=config)
     learner = make_learner(config, run_axis=RUN_AXIS)
+    _check_processes(learner, len(points) * config.num_seeds, used)
     if not is_jittable(learner.env):
         exp = Experiment(config=config, learner=learner, points=points, sharding=None,
                          init_fn=jax.jit(jax.vmap(learner.init)),
@@ -121,6 +122,19 @@ def make_experiment(config: Config, devices: list | None = None) -> Experiment:
     )
     _remember(key, exp)
     return exp
+
+
+def _check_processes(learner: Learner, num_runs: int, used: list) -> None:
+    """Several processes (``rmix_jax.distributed``) must each hold a share of the runs."""
+    if jax.process_count() == 1:
+        return
+    if not is_jittable(learner.env):
+        raise ConfigError(f"env={learner.config.env.name} is stepped from the host and runs in one process; "
+                          "unset RMIX_JAX_DISTRIBUTED for it")
+    total = len(jax.devices())
+    if len(used) != total:
+        raise ConfigError(f"{num_runs} runs (seeds x sweep points) do not divide over the {total} devices of "
+                          f"{jax.process_count()} processes; make the number of runs a multiple of {total}")
 
 
 def _remember(key: str, exp: Experiment) -> None:

@@ -187,7 +187,13 @@ def save_params(run_dir: Path, params: Any) -> Path:
     path = (run_dir / PARAMS_DIR).resolve()
     fresh = path.with_name(f".{PARAMS_DIR}.new")
     shutil.rmtree(fresh, ignore_errors=True)
-    with ocp.StandardCheckpointer() as checkpointer:
+    import jax
+
+    # Host arrays written by this process alone: in a multi-process run only process 0
+    # saves them, and orbax must not wait for the others.
+    only_me = ocp.options.MultiprocessingOptions(primary_host=jax.process_index(),
+                                                 active_processes={jax.process_index()})
+    with ocp.StandardCheckpointer(multiprocessing_options=only_me) as checkpointer:
         checkpointer.save(fresh, params)
     if path.exists():
         old = path.with_name(f".{PARAMS_DIR}.old")

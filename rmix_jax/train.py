@@ -27,7 +27,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from rmix_jax import checkpoint, results, stopping
+from rmix_jax import checkpoint, distributed, results, stopping
 from rmix_jax.checkpoint import Checkpointer, ResumeError, check_resume_changes, restore
 from rmix_jax.config import Config, ConfigError, config_from_dict, load_config, with_overrides
 
@@ -89,7 +89,6 @@ def run(
 
 def _run(config: Config, progress: bool, resume_dir: Path | str | None, stop_after: int | None,
          stop: stopping.GracefulStop) -> tuple[Path, list[dict[str, Any]]]:
-    import jax
     from tqdm import tqdm
 
     from rmix_jax import experiment
@@ -97,14 +96,11 @@ def _run(config: Config, progress: bool, resume_dir: Path | str | None, stop_aft
 
     exp = experiment.make_experiment(config)
     meta = checkpoint_meta(exp)
+    primary = distributed.is_primary()  # only process 0 writes the run's files (one process: always)
     started = time.time()
     if resume_dir is None:
-        run_dir = results.new_run_dir(config, time.strftime("%Y%m%d-%H%M%S"))
-        try:
-            results.write_config(run_dir, config)
-        except OSError:
-            shutil.rmtree(run_dir, ignore_errors=True)  # nothing half-made is left behind
-            raise
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        run_dir = Path(distributed.from_primary(lambda: str(_new_run_dir(config, stamp))))
         state = experiment.init_state(exp)
         rows: list[dict[str, Any]] = []
         chunk, wandb_id = 0, None
@@ -116,19 +112,22 @@ def _run(config: Config, progress: bool, resume_dir: Path | str | None, stop_aft
         chunk = int(saved["chunks"])
         # Only now that the checkpoint is known good is anything on disk changed.
         rows = [r for r in results.load_metrics(run_dir) if r["chunk"] < chunk]
-        results.rewrite_metrics(run_dir, rows)
-        results.write_config(run_dir, config)
+        if primary:
+            results.rewrite_metrics(run_dir, rows)
+            results.write_config(run_dir, config)
         wandb_id = saved.get("wandb_id")
-        print(f"resumed {run_dir} at chunk {chunk} ({int(np.min(jax.device_get(state.t_env)))} env steps per run)")
+        if primary:
+            print(f"resumed {run_dir} at chunk {chunk} ({int(np.min(experiment.to_host(state.t_env)))} env steps per run)")
 
-    tracker = Tracker(config, run_dir, [exp.point_label(p) for p in range(len(exp.points))], wandb_id)
+    tracker = Tracker(config if primary else with_overrides(config, ["wandb.mode=disabled"]), run_dir,
+                      [exp.point_label(p) for p in range(len(exp.points))], wandb_id)
     meta = {**meta, "config": config.to_dict(), "wandb_id": tracker.run_id}
     checkpointer = Checkpointer(run_dir, config)
     run_chunk = exp.chunk_fn
     t_max = config.train.t_max
     frozen: dict[int, dict[str, Any]] = {}  # run -> the row of the chunk it diverged in (on_nonfinite=freeze)
-    done_steps = int(np.min(jax.device_get(state.t_env)))
-    bar = tqdm(total=t_max, initial=min(done_steps, t_max), unit="step", disable=not progress,
+    done_steps = int(np.min(experiment.to_host(state.t_env)))
+    bar = tqdm(total=t_max, initial=min(done_steps, t_max), unit="step", disable=not (progress and primary),
                desc=f"{config.method} x{exp.num_runs}")
     try:
         while done_steps < t_max:
@@ -138,7 +137,8 @@ def _run(config: Config, progress: bool, resume_dir: Path | str | None, stop_aft
             for r in new_rows:
                 if r["run"] in frozen:
                     r["diverged"] = True
-            results.append_metrics(run_dir, new_rows)
+            if primary:
+                results.append_metrics(run_dir, new_rows)
             rows.extend(new_rows)
             tracker.log_chunk(metrics, chunk)
             chunk += 1
@@ -147,10 +147,10 @@ def _run(config: Config, progress: bool, resume_dir: Path | str | None, stop_aft
                 _on_divergence(config, diverged, frozen, run_dir, checkpointer, tracker)
             running = [t for r, t in enumerate(metrics["t_env"]) if r not in frozen]
             done_steps = int(np.min(running)) if running else t_max
-            stopping_now = (stop_after is not None and chunk >= stop_after) or stop.requested
+            stopping_now = (stop_after is not None and chunk >= stop_after) or _agree_stop(stop)
             if checkpointer.due(chunk) or done_steps >= t_max or stopping_now:
                 checkpointer.save(chunk, state, meta)
-            if (stopping_now or stop.requested) and done_steps < t_max:  # a signal during the save too
+            if (stopping_now or _agree_stop(stop)) and done_steps < t_max:  # a signal during the save too
                 break
             bar.update(min(done_steps, t_max) - bar.n)
             bar.set_postfix(test_return=f"{np.mean(metrics['test_return']):.1f}",
@@ -161,11 +161,31 @@ def _run(config: Config, progress: bool, resume_dir: Path | str | None, stop_aft
     wall = time.time() - started
     if done_steps < t_max:
         tracker.finish()
-        print(f"stopped after chunk {chunk}; continue with: rmix-train resume={run_dir}", flush=True)
+        if primary:
+            print(f"stopped after chunk {chunk}; continue with: rmix-train resume={run_dir}", flush=True)
         if stop.requested:
             raise stopping.StoppedBySignal(stop.signum, f"stopped by signal after chunk {chunk}")
         return run_dir, rows
     return _finish(config, exp, state, rows, wall, run_dir, tracker), rows
+
+
+def _new_run_dir(config: Config, stamp: str) -> Path:
+    """A fresh run directory with the config in it; nothing half-made is left if writing fails."""
+    run_dir = results.new_run_dir(config, stamp)
+    try:
+        results.write_config(run_dir, config)
+    except OSError:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    return run_dir
+
+
+def _agree_stop(stop: stopping.GracefulStop) -> bool:
+    """Whether a stop signal reached any process; all then stop after the same chunk (one process: its own)."""
+    signum = distributed.max_over_processes(stop.signum or 0)
+    if signum and stop.signum is None:
+        stop.signum = signum
+    return stop.requested
 
 
 def _on_divergence(config: Config, diverged: list[dict[str, Any]], frozen: dict[int, dict[str, Any]],
@@ -198,17 +218,20 @@ def _finish(config: Config, exp: Any, state: Any, rows: list[dict[str, Any]], wa
     """A finished run: final parameters, summary, learning curves, the printed table."""
     from rmix_jax import experiment
 
-    results.save_params(run_dir, experiment.to_host(state.params))
+    params = experiment.to_host(state.params)  # a collective: every process gathers
     summary = summarize(config, rows, wall, exp.points)
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    labels = {p: exp.point_label(p) or config.method for p in range(len(exp.points))}
-    results.plot_learning_curves(
-        {labels[p]: point_rows for p, point_rows in results.rows_by_point(rows).items()},
-        run_dir / "learning_curve.png", title=f"{config.method} on {config.env_preset}",
-        optimum=results.optimal_return(config),
-    )
+    if distributed.is_primary():
+        results.save_params(run_dir, params)
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        labels = {p: exp.point_label(p) or config.method for p in range(len(exp.points))}
+        results.plot_learning_curves(
+            {labels[p]: point_rows for p, point_rows in results.rows_by_point(rows).items()},
+            run_dir / "learning_curve.png", title=f"{config.method} on {config.env_preset}",
+            optimum=results.optimal_return(config),
+        )
     tracker.finish({"wall_seconds": summary["wall_seconds"]})
-    print_summary(summary, run_dir)
+    if distributed.is_primary():
+        print_summary(summary, run_dir)
     return run_dir
 
 
@@ -346,6 +369,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if argv is None:  # the command itself, not a call from Python that has JAX running already
             use_cpu_devices()
+            distributed.initialize_from_env()  # RMIX_JAX_DISTRIBUTED: one of several processes
         resume, overrides = split_resume(args)
         config = resume_config(resume, overrides) if resume else load_config(overrides)
         from rmix_jax.experiment import enable_compilation_cache
