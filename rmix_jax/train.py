@@ -40,6 +40,8 @@ USAGE = """usage: rmix-train [key=value ...]          rmix-train resume=<run dir
   wandb.mode=auto|online|offline|disabled   checkpoint.every_chunks=25
   RMIX_JAX_CPU_DEVICES=N rmix-train ...  (on a CPU the runs are sharded over N devices; default one per core)
   train.on_nonfinite=stop|freeze  (a run turning NaN/inf: stop with an error, or freeze it and go on)
+  RMIX_JAX_DISTRIBUTED=host:port RMIX_JAX_NUM_PROCESSES=n RMIX_JAX_PROCESS_ID=i rmix-train ...  (one of n
+  processes, the runs sharded over all; RMIX_JAX_DISTRIBUTED=auto on SLURM; docs/usage.md)
 exit status: 0 finished; 2 bad input; 3 a run diverged; 128+signal (143 SIGTERM, 130 Ctrl-C) stopped with
   a checkpoint after the current chunk (a second signal exits at once)"""
 

@@ -1,18 +1,15 @@
 """Many runs as one program: sweeps of traced hyperparameters, wandb offline logging, device sharding."""
 
 import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
-from rmix_jax import analysis, checkpoint, experiment, results, tracking
+from rmix_jax import analysis, experiment, results, tracking
 from rmix_jax.config import ConfigError, load_config
-from rmix_jax.train import checkpoint_meta, run
+from rmix_jax.train import run
 
 from conftest import TINY_RUN
 
@@ -138,50 +135,6 @@ def test_wandb_failure_never_stops_training(tmp_path, monkeypatch, capsys):
     assert tracker.run is None and "wandb: not logging (ConnectionError" in capsys.readouterr().err
     tracker.log_chunk({}, 0)  # a no-op, not an error
     tracker.finish()
-
-
-SHARDED = textwrap.dedent("""
-    import jax, numpy as np
-    from rmix_jax import experiment
-    from rmix_jax.checkpoint import Checkpointer
-    from rmix_jax.config import load_config
-    from rmix_jax.train import checkpoint_meta
-    assert len(jax.devices()) == 4, jax.devices()
-    config = load_config(%r)
-    sharded = experiment.make_experiment(config)
-    single = experiment.make_experiment(config, devices=jax.devices()[:1])
-    assert sharded.sharding is not None and single.sharding is None
-    out = {}
-    # An initial state saved with the runs on 4 devices: the test restores it on one.
-    Checkpointer(%r, config).save(3, experiment.init_state(sharded), checkpoint_meta(sharded))
-    for name, exp in (("sharded", sharded), ("single", single)):
-        state = experiment.init_state(exp)
-        state, metrics = exp.chunk_fn(state)
-        out[name] = (experiment.to_host(state.params), experiment.to_host(metrics))
-        if name == "sharded":
-            assert len(state.t_env.sharding.device_set) == 4
-            assert state.t_env.addressable_shards[0].data.shape == (1,)  # one run per device
-    for a, b in zip(jax.tree.leaves(out["sharded"]), jax.tree.leaves(out["single"])):
-        np.testing.assert_allclose(np.asarray(a, float), np.asarray(b, float), rtol=1e-5, atol=1e-6)
-    print("ok")
-""")
-
-
-@pytest.mark.slow
-def test_runs_shard_over_four_cpu_devices(tmp_path):
-    """4 runs one per device equal the same runs on one device; a state saved on the 4
-    devices restores here on one (the device layout is not part of a checkpoint)."""
-    config = TINY + ["method=qmix", "num_seeds=4", "train.t_max=100000", "train.batch_size=2"]
-    env = {**os.environ, "XLA_FLAGS": os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"}
-    done = subprocess.run([sys.executable, "-c", SHARDED % (config, str(tmp_path))], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
-    exp = experiment.make_experiment(load_config(config))
-    assert len(jax.devices()) == 1
-    restored, meta = checkpoint.restore(tmp_path, experiment.abstract_state(exp), checkpoint_meta(exp))
-    assert meta["chunks"] == 3
-    for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(experiment.init_state(exp)), strict=True):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_run_devices_divide_the_runs():

@@ -39,3 +39,7 @@ def test_learns_probe_optimum(method, target):
     final = np.array([test_return[i, chunks[i] - 1] for i in range(3)])
     assert np.all(final == 0.0), (first, final)
     assert np.any(first < 0.0)  # it had something to learn
+    # the pure vmapped train: every seed ran to t_max, and the seeds are not one run repeated
+    assert np.all(chunks >= 1) and np.all(np.asarray(out["state"].t_env) >= 1000)
+    returns = np.asarray(out["metrics"]["return_mean"])
+    assert not np.array_equal(returns[0, : chunks[0]], returns[1, : chunks[1]])
