@@ -14,6 +14,8 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from rmix_jax import ops
+
 
 @struct.dataclass
 class AgentCarry:
@@ -105,6 +107,7 @@ class AgentNetwork(nn.Module):
     use_risk_predictor: bool = True
     risk_scores: str = "standardized"  # or "paper"
     risk_temperature: float = 3.0  # T of the standardized scores: they lie in [-T, T]
+    atom_head: str = "free"  # or "ascending": each action's atoms sorted by construction (ops.ascending_atoms)
 
     def setup(self) -> None:
         head_size = self.num_actions * self.num_atoms
@@ -138,11 +141,18 @@ class AgentNetwork(nn.Module):
         """Hidden states (..., H) -> atoms (..., A, M) and risk scores (..., K)."""
         flat_atoms = carry.hidden @ self.head_kernel + self.head_bias
         atoms = flat_atoms.reshape(*flat_atoms.shape[:-1], self.num_actions, self.num_atoms)
+        if self.atom_head == "ascending":
+            atoms = ops.ascending_atoms(atoms)
+            flat_atoms = atoms.reshape(flat_atoms.shape)
         if not self.use_risk_predictor:
             return AgentOutput(atoms, jnp.zeros((*atoms.shape[:-2], self.num_risk_levels), jnp.float32))
         history_atoms = carry.risk_hidden @ jax.lax.stop_gradient(self.head_kernel) + jax.lax.stop_gradient(
             self.head_bias
         )
+        if self.atom_head == "ascending":  # the atoms this head would give for the history
+            shape = history_atoms.shape
+            history_atoms = ops.ascending_atoms(history_atoms.reshape(*shape[:-1], self.num_actions, self.num_atoms))
+            history_atoms = history_atoms.reshape(shape)
         current_atoms = jax.lax.stop_gradient(flat_atoms)
         standardized = self.risk_scores == "standardized"
         if standardized:

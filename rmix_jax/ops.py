@@ -7,6 +7,8 @@ Every function here is tested against NumPy float64 in ``tests/test_ops.py``.
 
 from __future__ import annotations
 
+import math
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -109,13 +111,17 @@ def sort_ascending(values: chex.Array) -> chex.Array:
     return jax.lax.platform_dependent(values, cpu=bitonic_sort, default=lambda v: jnp.sort(v, axis=-1))
 
 
-def _tail_means(atoms: chex.Array, counts: chex.Array) -> chex.Array:
+def _tail_means(atoms: chex.Array, counts: chex.Array, ascending: bool = False) -> chex.Array:
     """Mean of the ``counts[j]`` lowest atoms for each j. atoms (M,), counts (J,) -> (J,).
 
     Gradient: ``1 / k`` to each atom in the tail, as the exact piecewise-linear
     derivative (for M > 32 the tail is the atoms at or below the k-th smallest, which
-    is the same set unless atoms tie exactly there).
+    is the same set unless atoms tie exactly there). With ``ascending`` the atoms are
+    taken to be in ascending order already (``ascending_atoms``): the tails are prefixes,
+    their means one cumulative sum, with no ranks and no sort.
     """
+    if ascending:
+        return jnp.cumsum(atoms)[counts - 1] / counts.astype(atoms.dtype)
     m = atoms.shape[0]
     if m <= _PAIRWISE_RANK_MAX_ATOMS:
         in_tail = ascending_ranks(atoms)[None, :] < counts[:, None]  # (J, M)
@@ -138,35 +144,54 @@ def _sorted_tail_means_jvp(primals, tangents):
     return jnp.cumsum(ordered)[counts - 1] / k, (in_tail.astype(atoms.dtype) @ d_atoms) / k
 
 
-def cvar(atoms: chex.Array, alpha: chex.Numeric) -> chex.Array:
+def cvar(atoms: chex.Array, alpha: chex.Numeric, ascending: bool = False) -> chex.Array:
     """CVaR of an equally weighted Dirac distribution (paper Eqn. 2).
 
     Averages the lowest ``k = ceil(alpha * M)`` of the M atoms; alpha = 1 gives
     the mean and alpha -> 0 the minimum.
 
     Args:
-      atoms: (M,) atom locations, in any order.
+      atoms: (M,) atom locations, in any order (in ascending order if ``ascending``).
       alpha: risk level in (0, 1].
+      ascending: the atoms are known to be ascending (the lowest k are the first k).
 
     Returns:
       scalar CVaR_alpha.
     """
     chex.assert_rank(atoms, 1)
-    return _tail_means(atoms, tail_count(alpha, atoms.shape[0])[None])[0]
+    return _tail_means(atoms, tail_count(alpha, atoms.shape[0])[None], ascending)[0]
 
 
-def cvar_all_levels(atoms: chex.Array, num_levels: int) -> chex.Array:
+def cvar_all_levels(atoms: chex.Array, num_levels: int, ascending: bool = False) -> chex.Array:
     """CVaR at every grid level alpha_j = (j + 1) / K, with exact integer tail counts.
 
     Args:
-      atoms: (M,) atom locations.
+      atoms: (M,) atom locations (ascending if ``ascending``).
       num_levels: K.
+      ascending: the atoms are known to be ascending.
 
     Returns:
       (K,) CVaR values, index j for alpha = (j + 1) / K.
     """
     chex.assert_rank(atoms, 1)
-    return _tail_means(atoms, level_tail_counts(num_levels, atoms.shape[0]))
+    return _tail_means(atoms, level_tail_counts(num_levels, atoms.shape[0]), ascending)
+
+
+def ascending_atoms(raw: chex.Array) -> chex.Array:
+    """Head outputs (..., M) -> atoms in ascending order along the last axis.
+
+    ``z_0 = raw_0`` and ``z_i = z_{i-1} + softplus(raw_i + c)`` for i >= 1: a first atom
+    and non-negative steps, summed (the non-crossing construction of quantile networks).
+    ``c = log(expm1(1 / M))`` makes each step 1 / M where ``raw_i = 0``, so at
+    initialisation the atoms span about 1, as free atoms from the same head do,
+    whatever M is.
+    """
+    m = raw.shape[-1]
+    if m == 1:
+        return raw
+    shift = math.log(math.expm1(1.0 / m))
+    steps = jax.nn.softplus(raw[..., 1:] + shift)
+    return jnp.concatenate([raw[..., :1], raw[..., :1] + jnp.cumsum(steps, axis=-1)], axis=-1)
 
 
 def level_to_alpha(level: chex.Array, num_levels: int) -> chex.Array:
@@ -180,7 +205,7 @@ def alpha_to_level(alpha: chex.Array, num_levels: int) -> chex.Array:
 
 
 def risk_sensitive_values(
-    atoms: chex.Array, scores: chex.Array, straight_through: bool
+    atoms: chex.Array, scores: chex.Array, straight_through: bool, ascending: bool = False
 ) -> tuple[chex.Array, chex.Array, chex.Array]:
     """Per-action CVaR at the risk level the predictor picks (paper Eqn. 3).
 
@@ -194,6 +219,7 @@ def risk_sensitive_values(
       atoms: (A, M) atoms per action.
       scores: (K,) predictor scores over risk levels.
       straight_through: whether gradients reach the scores.
+      ascending: each action's atoms are known to be ascending (no sort).
 
     Returns:
       values: (A,) CVaR per action; level: int32 chosen level index;
@@ -201,7 +227,7 @@ def risk_sensitive_values(
     """
     chex.assert_rank([atoms, scores], [2, 1])
     num_levels = scores.shape[0]
-    all_levels = jax.vmap(cvar_all_levels, in_axes=(0, None))(atoms, num_levels)  # (A, K)
+    all_levels = jax.vmap(cvar_all_levels, in_axes=(0, None, None))(atoms, num_levels, ascending)  # (A, K)
     probs = jax.nn.softmax(scores)
     level = jnp.argmax(scores).astype(jnp.int32)
     hard = all_levels[:, level]

@@ -106,11 +106,12 @@ def test_td_lambda_one_on_ended_episodes_is_the_monte_carlo_return():
 
 # qmix trains in tests/test_learning.py (to the probe's optimum) and rmix_static in
 # tests/test_experiment.py (a sweep with a learned point); the others here.
-@pytest.mark.parametrize("method", ["rmix", "vdn", "iql", "rdn", "rmix_frozen"])
-def test_every_method_trains_a_chunk_with_finite_losses(method):
+@pytest.mark.parametrize("case", ["rmix", "vdn", "iql", "rdn", "rmix_frozen", "rmix agent.atom_head=ascending"])
+def test_every_method_trains_a_chunk_with_finite_losses(case):
     # one iteration per chunk: the rmix case compiles the program the schedule test below reuses
+    method, *extra = case.split()
     cfg = load_config(TINY + [f"method={method}", "train.iterations_per_eval=1", "train.start_to_update_qr=0",
-                              "train.qr_interval=1"])
+                              "train.qr_interval=1", *extra])
     learner = make_learner(cfg)
     state = learner.init(jax.random.PRNGKey(0))
     run_chunk = jax.jit(learner.run_chunk)

@@ -179,3 +179,18 @@ def test_straight_through_forward_value_is_the_chosen_levels_cvar():
     expected = np.array([[np.sort(a)[:kk].mean() for a in row] for row, kk in zip(atoms, k)])
     np.testing.assert_allclose(np.asarray(values), expected, rtol=1e-5, atol=1e-4)
     assert len(np.unique(level)) >= 2  # the scores pick different levels for different inputs
+
+
+def test_ascending_head_gives_each_actions_atoms_in_order():
+    """``atom_head="ascending"``: the same parameters as free atoms, each action's atoms ascending, and the
+    predictor's history atoms built the same way (its scores follow the ordered atoms)."""
+    free, params = agent_and_params()
+    ascending = AgentNetwork(num_actions=A, num_atoms=M, num_risk_levels=K, risk_embed_dim=N, atom_head="ascending")
+    x = jax.random.normal(jax.random.PRNGKey(4), (8, N, I))
+    carry = zero_carry((8, N), 64)
+    _, raw = free.apply(params, carry, x, x, jnp.zeros((8, N), bool))
+    _, out = ascending.apply(params, carry, x, x, jnp.zeros((8, N), bool))
+    assert out.atoms.shape == (8, N, A, M)
+    assert np.all(np.diff(np.asarray(out.atoms), axis=-1) >= 0)
+    np.testing.assert_allclose(np.asarray(out.atoms), np.asarray(ops.ascending_atoms(raw.atoms)), atol=1e-6)
+    assert not np.allclose(np.asarray(out.scores), np.asarray(raw.scores))

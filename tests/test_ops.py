@@ -297,3 +297,76 @@ def test_softmax_entropy_matches_float64(jit):
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
     assert got[0] == pytest.approx(np.log(NUM_LEVELS), rel=1e-6)  # equal scores: uniform
     assert got[-1] < 1e-6  # scores 300 apart: one-hot
+
+
+def np_ascending_atoms(raw: np.ndarray) -> np.ndarray:
+    """Reference in float64: the first output, then softplus steps of 1 / M at zero, summed one by one."""
+    raw = np.asarray(raw, np.float64)
+    m = raw.shape[-1]
+    out = raw.copy()
+    shift = np.log(np.expm1(1.0 / m))
+    for i in range(1, m):
+        out[..., i] = out[..., i - 1] + np.logaddexp(0.0, raw[..., i] + shift)
+    return out
+
+
+def np_ascending_cvar_grad(raw: np.ndarray, counts: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """d/d raw of sum_j w_j CVaR_j(ascending_atoms(raw)), by hand in float64: CVaR_j's gradient is 1 / k_j on
+    the first k_j atoms; atom i depends on raw_0 (slope 1) and on raw_l, 1 <= l <= i (slope sigmoid(raw_l + c))."""
+    m = len(raw)
+    g = np.zeros(m)
+    for w, k in zip(weights, counts):
+        g[:k] += w / k  # d/d atoms
+    tail = np.cumsum(g[::-1])[::-1]  # sum over atoms i >= l
+    sig = 1.0 / (1.0 + np.exp(-(np.asarray(raw, np.float64) + np.log(np.expm1(1.0 / m)))))
+    return np.concatenate([[tail[0]], sig[1:] * tail[1:]])
+
+
+@pytest.mark.parametrize("num_atoms", ATOM_COUNTS)
+def test_ascending_atoms_match_float64_and_ascend(num_atoms):
+    raw = np.random.default_rng(num_atoms).normal(size=(6, num_atoms)) * 3
+    atoms = np.asarray(jax.jit(ops.ascending_atoms)(jnp.asarray(raw, jnp.float32)), np.float64)
+    np.testing.assert_allclose(atoms, np_ascending_atoms(raw), rtol=1e-5, atol=1e-4)
+    assert np.all(np.diff(atoms, axis=-1) >= 0)
+    zero = np.asarray(ops.ascending_atoms(jnp.zeros(num_atoms)))  # steps of 1 / M at initialisation's zero
+    np.testing.assert_allclose(np.diff(zero), 1.0 / num_atoms, rtol=1e-5)
+
+
+@pytest.mark.parametrize("num_atoms", ATOM_COUNTS)
+def test_prefix_cvar_of_ascending_atoms_equals_the_sorted_cvar_gradients_included(num_atoms):
+    """CVaR as prefix means (no sort) of ascending atoms: the values of the sorting CVaR and of NumPy, and
+    the gradient through the head's construction of both and of the hand-derived float64 one."""
+    rng = np.random.default_rng(num_atoms + 11)
+    raw = rng.normal(size=num_atoms) * 2
+    weights = rng.uniform(0.5, 2.0, size=NUM_LEVELS)
+    counts = np.asarray(ops.level_tail_counts(NUM_LEVELS, num_atoms))
+    atoms64 = np_ascending_atoms(raw)
+    expected = [np_cvar(atoms64, Fraction(j + 1, NUM_LEVELS)) for j in range(NUM_LEVELS)]
+
+    def weighted(r, ascending):
+        return jnp.sum(jnp.asarray(weights, jnp.float32) * ops.cvar_all_levels(ops.ascending_atoms(r), NUM_LEVELS,
+                                                                                ascending))
+
+    raw32 = jnp.asarray(raw, jnp.float32)
+    for ascending in (True, False):
+        values = ops.cvar_all_levels(ops.ascending_atoms(raw32), NUM_LEVELS, ascending)
+        np.testing.assert_allclose(np.asarray(values), expected, rtol=1e-5, atol=1e-4)
+    prefix = np.asarray(jax.jit(jax.grad(weighted), static_argnums=1)(raw32, True))
+    np.testing.assert_allclose(prefix, np_ascending_cvar_grad(raw, counts, weights), rtol=1e-4, atol=1e-5)
+    if num_atoms > 1:  # where atoms tie (M = 1: none) the sorting CVaR's tail set is the same
+        np.testing.assert_allclose(prefix, np.asarray(jax.grad(weighted)(raw32, False)), rtol=1e-4, atol=1e-5)
+    single = float(ops.cvar(ops.ascending_atoms(raw32), 0.3, ascending=True))
+    np.testing.assert_allclose(single, np_cvar(atoms64, Fraction(3, 10)), rtol=1e-5, atol=1e-4)
+
+
+def test_risk_sensitive_values_on_ascending_atoms_need_no_sort():
+    """The same values, chosen level and straight-through score gradient with and without the sort."""
+    rng = np.random.default_rng(5)
+    atoms = ops.ascending_atoms(jnp.asarray(rng.normal(size=(4, 20)) * 2, jnp.float32))
+    scores = jnp.asarray(rng.normal(size=NUM_LEVELS), jnp.float32)
+    out = [ops.risk_sensitive_values(atoms, scores, True, ascending) for ascending in (True, False)]
+    for a, b in zip(*out):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-6)
+    grads = [jax.grad(lambda s, asc=asc: jnp.sum(ops.risk_sensitive_values(atoms, s, True, asc)[0]))(scores)
+             for asc in (True, False)]
+    np.testing.assert_allclose(np.asarray(grads[0]), np.asarray(grads[1]), rtol=1e-5, atol=1e-6)

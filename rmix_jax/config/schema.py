@@ -19,6 +19,7 @@ METHODS = ("rmix", "rmix_static", "rmix_frozen", "qmix", "vdn", "iql", "rdn")
 ENV_NAMES = ("macn", "smax", "smac")
 RISK_PREDICTORS = ("straight_through", "frozen", "static")
 RISK_SCORES = ("standardized", "paper")  # rmix_jax.networks.AgentNetwork explains both
+ATOM_HEADS = ("free", "ascending")  # free atoms (the paper's) or ascending by construction (no sort)
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 # Keys a sweep may vary: they are traced values in the learner (rmix_jax.learner.Hyper).
 SWEEPABLE = ("agent.alpha", "train.lr", "train.qr_lr", "train.gamma", "train.td_lambda", "train.epsilon_finish",
@@ -54,6 +55,7 @@ class AgentConfig:
     risk_predictor: str = "straight_through"
     risk_scores: str = "standardized"  # the predictor's scores: standardized atoms, or the paper's raw ones
     risk_temperature: float = 3.0  # standardized scores lie in [-T, T]
+    atom_head: str = "free"  # free atoms (the paper's), or "ascending": sorted by construction, CVaR without a sort
     alpha: float = 1.0  # used when risk_predictor is static
 
 
@@ -248,6 +250,7 @@ def validate(config: Config) -> Config:
     )
     _check(a.risk_temperature > 0, "agent.risk_temperature", a.risk_temperature, "use T > 0 (default 3)")
     _check(a.risk_scores in RISK_SCORES, "agent.risk_scores", a.risk_scores, f"choose one of {', '.join(RISK_SCORES)}")
+    _check(a.atom_head in ATOM_HEADS, "agent.atom_head", a.atom_head, f"choose one of {', '.join(ATOM_HEADS)}")
     _check(0.0 < a.alpha <= 1.0, "agent.alpha", a.alpha, "alpha must lie in (0, 1]")
     _check(m.kind in MIXERS, "mixer.kind", m.kind, f"choose one of {', '.join(MIXERS)}")
     ck, wb = config.checkpoint, config.wandb

@@ -47,20 +47,22 @@ def values_and_alpha(setup: Setup, atoms: chex.Array, scores: chex.Array,
     of static-alpha runs; in a mixed sweep, ``LEARNED_ALPHA`` selects the predictor.
     """
     num_levels = setup.num_levels
+    ascending = setup.config.agent.atom_head == "ascending"  # sorted by the head: no sort needed
     static_alpha = jnp.float32(setup.config.agent.alpha) if static_alpha is None else static_alpha
     lead, num_values = atoms.shape[:-2], atoms.shape[-2]
     flat_atoms = atoms.reshape(-1, *atoms.shape[-2:])
 
     def static() -> tuple[chex.Array, chex.Array]:
-        values = jax.vmap(jax.vmap(ops.cvar, in_axes=(0, None)), in_axes=(0, None))(flat_atoms, static_alpha)
+        cvar = functools.partial(ops.cvar, ascending=ascending)
+        values = jax.vmap(jax.vmap(cvar, in_axes=(0, None)), in_axes=(0, None))(flat_atoms, static_alpha)
         return values.reshape(*lead, num_values), jnp.full(lead, static_alpha, jnp.float32)
 
     if setup.mode == "static":
         return static()
     chex.assert_shape(scores, (*lead, num_levels))
     flat_scores = scores.reshape(-1, num_levels)
-    values, level, _ = jax.vmap(ops.risk_sensitive_values, in_axes=(0, 0, None))(
-        flat_atoms, flat_scores, setup.mode == "straight_through"
+    values, level, _ = jax.vmap(ops.risk_sensitive_values, in_axes=(0, 0, None, None))(
+        flat_atoms, flat_scores, setup.mode == "straight_through", ascending
     )
     learned = values.reshape(*lead, num_values), ops.level_to_alpha(level, num_levels).reshape(lead)
     if not setup.mixed_alpha:

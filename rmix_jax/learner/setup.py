@@ -62,6 +62,7 @@ def make_setup(config: Config, env: ArrayEnv | None = None, run_axis: str | None
         use_risk_predictor=config.uses_risk_predictor or mixed_alpha,
         risk_scores=ac.risk_scores,
         risk_temperature=ac.risk_temperature,
+        atom_head=ac.atom_head,
     )
     t_len = spec.episode_limit
     return Setup(
