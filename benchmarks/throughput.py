@@ -7,13 +7,23 @@ counts, next to random-policy env stepping alone (the ceiling), with compile tim
     .venv/bin/python benchmarks/throughput.py --seeds 8 --devices 1 2    # runs sharded over 1, then 2 devices
     .venv/bin/python benchmarks/throughput.py env=smax env.map=3m --seeds 4 \
         --variants train.time_windows=1 train.time_windows=4     # two settings side by side
+    .venv/bin/python benchmarks/throughput.py env=smax env.map=3m --seeds 2 --jaxmarl ~/JaxMARL
+        # and JaxMARL's own QMIX script (baselines/QLearning/qmix_rnn.py of that checkout) at the same sizes
 
 ``--devices`` times the training rows with the runs sharded over that many devices, as
 ``rmix-train`` does; on a CPU the script first makes the largest count of host devices
 (XLA's ``--xla_force_host_platform_device_count``), so the counts compare in one process.
 
 Prints a table and writes JSON. All rows run in one process, one after another, so
-their ratios are comparable. Memory: ``state MB/seed`` is the training state
+their ratios are comparable. ``replay`` is each system's replay ratio: time steps its
+updates sample (padding included) per env step collected.
+
+``--jaxmarl PATH`` adds JaxMARL's QMIX baseline (a hydra app, so its own process; it needs
+the ``bench`` extra) on the same SMAX map with the same agent and mixer sizes, run twice,
+to ``TOTAL_TIMESTEPS`` T and 3T: its rate is the difference in env steps over the
+difference in wall time, so compilation and start-up drop out (T is past its learning
+start). Its replay ratio is ``NUM_EPOCHS x BUFFER_BATCH_SIZE / NUM_ENVS`` (it samples
+stored 128-step segments). Its in-training tests are turned off. Memory: ``state MB/seed`` is the training state
 (parameters, optimiser states and the replay buffer, which dominates) per seed;
 ``peak RSS MB`` is the process's peak resident memory so far (it only grows).
 """
@@ -39,6 +49,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--random-iterations", type=int, default=200)
     parser.add_argument("--variants", nargs="+", default=[""],
                         help="time the training rows once per override (space-separated in one string), in turn")
+    parser.add_argument("--jaxmarl", default=None,
+                        help="a JaxMARL checkout: also time its baselines/QLearning/qmix_rnn.py (SMAX only)")
+    parser.add_argument("--jaxmarl-steps", type=float, default=200000,
+                        help="T: JaxMARL's script runs to T and to 3T env steps per seed")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "throughput.json"))
     return parser
 
@@ -69,17 +83,21 @@ def time_training(overrides: list[str], num_seeds: int, chunks: int, num_devices
     state, _ = run_chunk(state)  # compile, and fill the buffer past one batch
     jax.block_until_ready(state)
     compile_s = time.perf_counter() - started
-    steps_before = int(np.sum(state.t_env))
+    steps_before, updates_before = int(np.sum(state.t_env)), int(np.sum(state.updates))
+    windows = []
     started = time.perf_counter()
     for _ in range(chunks):
-        state, _ = run_chunk(state)
+        state, metrics = run_chunk(state)
+        windows.append(metrics["update_window"])
     jax.block_until_ready(state)
     wall = time.perf_counter() - started
     steps = int(np.sum(state.t_env)) - steps_before
+    # time steps the updates sampled: updates x batch x the loss's window (padding included)
+    sampled = (int(np.sum(state.updates)) - updates_before) * config.train.batch_size * float(np.nanmean(windows))
     state_bytes = sum(x.nbytes for x in jax.tree.leaves(state))
     used = 1 if exp.sharding is None else len(exp.sharding.device_set)
     return {"method": config.method, "seeds": num_seeds, "devices": used, "env_steps": steps, "seconds": wall,
-            "steps_per_s": steps / wall, "first_chunk_s": compile_s,
+            "steps_per_s": steps / wall, "first_chunk_s": compile_s, "replay_ratio": sampled / max(steps, 1),
             "state_mb_per_seed": state_bytes / num_seeds / 2**20, "peak_rss_mb": peak_rss_mb()}
 
 
@@ -125,6 +143,49 @@ def time_random_policy(overrides: list[str], num_seeds: int, iterations: int = 2
             "peak_rss_mb": peak_rss_mb()}
 
 
+def time_jaxmarl_qmix(path: str, overrides: list[str], num_seeds: int, total: float) -> dict:
+    """JaxMARL's own QMIX script on the same SMAX map and sizes, timed by difference of two lengths."""
+    import subprocess
+    import tempfile
+
+    import yaml
+
+    config = load_config(overrides)
+    if config.env.name != "smax":
+        sys.exit("--jaxmarl: JaxMARL's QMIX baseline runs on SMAX; pass env=smax env.map=<map>")
+    script = Path(path).expanduser().resolve() / "baselines" / "QLearning" / "qmix_rnn.py"
+    if not script.is_file():
+        sys.exit(f"--jaxmarl {path}: no baselines/QLearning/qmix_rnn.py there; pass a JaxMARL checkout")
+    alg = yaml.safe_load((script.parent / "config" / "alg" / "ql_rnn_smax.yaml").read_text())
+    sizes = [f"alg.MAP_NAME={config.env.map}", f"alg.HIDDEN_SIZE={config.agent.hidden_dim}",
+             f"alg.MIXER_EMBEDDING_DIM={config.mixer.embed_dim}",
+             f"alg.MIXER_HYPERNET_HIDDEN_DIM={config.mixer.hypernet_hidden}"]
+    if total <= alg["LEARNING_STARTS"]:
+        sys.exit(f"--jaxmarl-steps {total:g}: use more than its LEARNING_STARTS ({alg['LEARNING_STARTS']:g})")
+    walls = []
+    with tempfile.TemporaryDirectory() as cwd:  # hydra writes its outputs/ under the working directory
+        for steps in (total, 3 * total):
+            command = [sys.executable, str(script), "+alg=ql_rnn_smax", *sizes, f"alg.TOTAL_TIMESTEPS={steps:g}",
+                       "alg.TEST_DURING_TRAINING=False", f"NUM_SEEDS={num_seeds}", "WANDB_MODE=disabled",
+                       "SAVE_PATH=null"]
+            started = time.perf_counter()
+            done = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+            walls.append(time.perf_counter() - started)
+            if done.returncode != 0:
+                tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+                sys.exit(f"--jaxmarl: {script.name} failed ({done.returncode}): {tail[0][:200]}")
+    # each run takes TOTAL_TIMESTEPS // (NUM_STEPS * NUM_ENVS) updates of NUM_STEPS * NUM_ENVS env steps
+    per_update = alg["NUM_STEPS"] * alg["NUM_ENVS"]
+    steps = [int(t // per_update) * per_update for t in (total, 3 * total)]
+    if walls[1] <= walls[0]:  # start-up noise larger than the extra training: nothing to measure
+        sys.exit(f"--jaxmarl: the run to 3T took {walls[1]:.0f} s, to T {walls[0]:.0f} s; raise --jaxmarl-steps")
+    rate = num_seeds * (steps[1] - steps[0]) / (walls[1] - walls[0])
+    return {"method": "jaxmarl qmix_rnn.py", "seeds": num_seeds, "devices": 1, "env_steps": num_seeds * steps[1],
+            "seconds": walls[1] - walls[0], "steps_per_s": rate, "first_chunk_s": None,
+            "replay_ratio": alg["NUM_EPOCHS"] * alg["BUFFER_BATCH_SIZE"] / alg["NUM_ENVS"],
+            "state_mb_per_seed": None, "peak_rss_mb": None, "walls_s": walls, "command_sizes": sizes}
+
+
 def main() -> None:
     args = _parser().parse_args()
     if max(args.devices) > len(jax.devices()):
@@ -145,13 +206,16 @@ def main() -> None:
                                      "steps_per_s": None, "first_chunk_s": None, "state_mb_per_seed": None,
                                      "peak_rss_mb": peak_rss_mb(), "error": reason})
                     print(f"done: {rows[-1]}", flush=True)
+        if args.jaxmarl:
+            rows.append(time_jaxmarl_qmix(args.jaxmarl, args.overrides, seeds, args.jaxmarl_steps))
+            print(f"done: {rows[-1]}", flush=True)
     device = f"{jax.devices()[0].platform} x{len(jax.devices())} ({platform.processor() or platform.machine()})"
     config = load_config(args.overrides)
     where = config.env_preset + (f" {config.env.map}" if config.env.name == "smax" else "")
     print(f"\nthroughput on {where} ({' '.join(args.overrides)}), device {device}, jax {jax.__version__}")
     width = max(26, *(len(r["method"]) for r in rows))
-    print(f"{'method':<{width}} {'seeds':>5} {'devices':>7} {'env steps/s':>12} {'per seed':>9} {'first chunk s':>14} "
-          f"{'state MB/seed':>14} {'peak RSS MB':>12}")
+    print(f"{'method':<{width}} {'seeds':>5} {'devices':>7} {'env steps/s':>12} {'per seed':>9} {'replay':>7} "
+          f"{'first chunk s':>14} {'state MB/seed':>14} {'peak RSS MB':>12}")
     for r in rows:
         used = r.get("devices", "-")
         if r["steps_per_s"] is None:
@@ -159,8 +223,10 @@ def main() -> None:
             continue
         first = "-" if r["first_chunk_s"] is None else f"{r['first_chunk_s']:.1f}"
         state_mb = "-" if r["state_mb_per_seed"] is None else f"{r['state_mb_per_seed']:.1f}"
+        replay = "-" if r.get("replay_ratio") is None else f"{r['replay_ratio']:.2f}"
+        rss = "-" if r["peak_rss_mb"] is None else f"{r['peak_rss_mb']:.0f}"
         print(f"{r['method']:<{width}} {r['seeds']:>5} {used:>7} {r['steps_per_s']:>12.0f} "
-              f"{r['steps_per_s'] / r['seeds']:>9.0f} {first:>14} {state_mb:>14} {r['peak_rss_mb']:>12.0f}")
+              f"{r['steps_per_s'] / r['seeds']:>9.0f} {replay:>7} {first:>14} {state_mb:>14} {rss:>12}")
     for seeds in args.seeds:
         for devices in args.devices:
             by = {r["method"]: r["steps_per_s"] for r in rows if r["seeds"] == seeds and r.get("devices") == devices}
