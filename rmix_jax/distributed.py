@@ -107,5 +107,5 @@ def from_primary(make: Callable[[], str]) -> str:
         raise failure
     value = bytes(data[data != 0]).decode()
     if not value:
-        raise RuntimeError("process 0 could not make the run directory; see its error")
+        raise OSError("process 0 could not make the run directory (its error says why)")
     return value
