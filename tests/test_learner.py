@@ -106,7 +106,7 @@ def test_td_lambda_one_on_ended_episodes_is_the_monte_carlo_return():
 
 # qmix trains in tests/test_learning.py (to the probe's optimum) and rmix_static in
 # tests/test_experiment.py (a sweep with a learned point); the others here.
-@pytest.mark.parametrize("case", ["rmix", "vdn", "iql", "rdn", "rmix_frozen", "rmix agent.atom_head=ascending"])
+@pytest.mark.parametrize("case", ["rmix", "vdn", "iql", "rdn", "rmix_frozen"])  # the ascending head: test_smax.py
 def test_every_method_trains_a_chunk_with_finite_losses(case):
     # one iteration per chunk: the rmix case compiles the program the schedule test below reuses
     method, *extra = case.split()

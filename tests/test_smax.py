@@ -163,9 +163,10 @@ def test_per_map_values_and_overrides():
 
 @pytest.mark.slow
 def test_learner_updates_on_3m(method="rmix"):
-    # QMIX runs the same code path (M = 1, static alpha); RMIX also exercises the QR update.
+    # QMIX runs the same code path (M = 1, static alpha); RMIX also exercises the QR update, here with the
+    # ascending atom head (free atoms train on MACN throughout the suite).
     config = load_config([
-        "env=smax", "env.map=3m", f"method={method}", "train.num_envs=2", "train.batch_size=2",
+        "env=smax", "env.map=3m", f"method={method}", "agent.atom_head=ascending", "train.num_envs=2", "train.batch_size=2",
         "train.buffer_size=8", "train.iterations_per_eval=3", "train.test_episodes=2",
         "agent.hidden_dim=16", "train.start_to_update_qr=0", "train.qr_interval=1",
         "train.time_windows=1",  # unvmapped, a switch over windows computes every branch: one window here
