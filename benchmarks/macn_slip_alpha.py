@@ -10,7 +10,7 @@ it. Trains ``rmix-train env=macn_7x4 env.slip_prob=<slip> seeds=<seeds>`` (unles
 given), then plays each seed's final policy greedily (the slips stay) for --episodes episodes
 and tabulates the mean alpha acted on by the agents' Manhattan distance to the nearest cliff
 cell (agents at the goal left out). Writes benchmarks/results/macn_slip_alpha_<slip>.json and
-docs/figures/macn_slip_episode_alpha.png (one episode's reward and alphas, the paper's Fig. 11).
+docs/figures/macn_slip_episode_alpha_<slip>.png (one episode's reward and alphas, the paper's Fig. 11).
 
 ``--static`` takes a finished ``rmix-train method=rmix_static 'sweep.agent.alpha=[...]'`` run on
 the same slippery map and plays every point's final policies the same way, so the learned
@@ -66,7 +66,7 @@ def main() -> None:
     if args.static is not None:
         arms += static_rows(args.static, args.episodes)
     best = max(per_seed, key=lambda s: s["return_mean"])
-    figure = ROOT / "docs" / "figures" / "macn_slip_episode_alpha.png"
+    figure = ROOT / "docs" / "figures" / f"macn_slip_episode_alpha_{args.slip}.png"
     analysis.save_figure(analysis.plot_episode_alpha(
         best["trace"], title=f"MACN 7x4, slip {args.slip}: seed {best['seed']}, one greedy episode"), figure)
     for s in per_seed:
