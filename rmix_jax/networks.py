@@ -137,23 +137,21 @@ class AgentNetwork(nn.Module):
         risk_hidden, _ = self.risk_gru(carry.risk_hidden * keep, features[1])
         return AgentCarry(hidden, risk_hidden)
 
+    def atoms_of(self, flat: jax.Array) -> jax.Array:
+        """The head's outputs (..., A*M) -> atoms (..., A, M), ascending per action with ``atom_head="ascending"``."""
+        atoms = flat.reshape(*flat.shape[:-1], self.num_actions, self.num_atoms)
+        return ops.ascending_atoms(atoms) if self.atom_head == "ascending" else atoms
+
     def heads(self, carry: AgentCarry) -> AgentOutput:
         """Hidden states (..., H) -> atoms (..., A, M) and risk scores (..., K)."""
-        flat_atoms = carry.hidden @ self.head_kernel + self.head_bias
-        atoms = flat_atoms.reshape(*flat_atoms.shape[:-1], self.num_actions, self.num_atoms)
-        if self.atom_head == "ascending":
-            atoms = ops.ascending_atoms(atoms)
-            flat_atoms = atoms.reshape(flat_atoms.shape)
+        atoms = self.atoms_of(carry.hidden @ self.head_kernel + self.head_bias)
         if not self.use_risk_predictor:
             return AgentOutput(atoms, jnp.zeros((*atoms.shape[:-2], self.num_risk_levels), jnp.float32))
-        history_atoms = carry.risk_hidden @ jax.lax.stop_gradient(self.head_kernel) + jax.lax.stop_gradient(
-            self.head_bias
-        )
-        if self.atom_head == "ascending":  # the atoms this head would give for the history
-            shape = history_atoms.shape
-            history_atoms = ops.ascending_atoms(history_atoms.reshape(*shape[:-1], self.num_actions, self.num_atoms))
-            history_atoms = history_atoms.reshape(shape)
-        current_atoms = jax.lax.stop_gradient(flat_atoms)
+        # the atoms this head would give for the history (its parameters held fixed), flattened as the current ones
+        history_atoms = self.atoms_of(carry.risk_hidden @ jax.lax.stop_gradient(self.head_kernel)
+                                      + jax.lax.stop_gradient(self.head_bias))
+        history_atoms = history_atoms.reshape(*history_atoms.shape[:-2], -1)
+        current_atoms = jax.lax.stop_gradient(atoms.reshape(*atoms.shape[:-2], -1))
         standardized = self.risk_scores == "standardized"
         if standardized:
             history_atoms, current_atoms = standardize(history_atoms, current_atoms), standardize(current_atoms, current_atoms)
