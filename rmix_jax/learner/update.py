@@ -61,11 +61,11 @@ def update(setup: Setup, state: TrainState, key: chex.PRNGKey) -> tuple[TrainSta
     do_td = can_learn & ~is_qr
     do_qr = can_learn & is_qr
 
-    td_updates, td_opt_state = setup.td_tx.update(grads, state.td_opt_state, state.params)
+    td_updates, td_opt_state = setup.td_tx.update(grads, state.td_opt_state)
     params = tree_select(do_td, step_params(state.params, td_updates, state.hyper.lr), state.params)
     qr_opt_state = state.qr_opt_state
     if use_qr:
-        qr_updates, new_qr_opt_state = setup.qr_tx.update(grads, state.qr_opt_state, state.params)
+        qr_updates, new_qr_opt_state = setup.qr_tx.update(grads, state.qr_opt_state)
         params = tree_select(do_qr, step_params(state.params, qr_updates, state.hyper.qr_lr), params)
         qr_opt_state = tree_select(do_qr, new_qr_opt_state, state.qr_opt_state)
     state = state.replace(
