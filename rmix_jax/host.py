@@ -97,7 +97,7 @@ class HostRunner:
         return list(self._pool.map(lambda item: fn(*item), items))
 
     def _run_batch(self, params: Any, hyper: Any, keys: np.ndarray, epsilon: Any) -> Episode:
-        """One episode on each of the R * E envs; mirrors the jitted ``run_episode``."""
+        """One episode on each of the R * E envs; mirrors the jitted ``run_episodes``."""
         r_count, e_count = self.num_runs, self.envs_per_run
         t_len, n = self.spec.episode_limit, self.spec.num_agents
         flat = r_count * e_count

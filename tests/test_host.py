@@ -39,6 +39,10 @@ def test_host_loop_matches_jitted_chunks():
             np.testing.assert_array_equal(host[key], jitted[key], err_msg=key)
         for key in ("td_loss", "qr_loss", "grad_norm", "epsilon"):
             np.testing.assert_allclose(host[key], jitted[key], rtol=1e-5, err_msg=key)
+        # The replays hold the same episodes, padding included (both store ended steps as padding).
+        for a, b in zip(jax.tree.leaves(jax.device_get(host_state.buffer_state)),
+                        jax.tree.leaves(jax.device_get(jitted_state.buffer_state))):
+            np.testing.assert_array_equal(a, b)
     assert np.all(host["updates"] > 0) and np.all(host["qr_updates"] >= 0)
     for a, b in zip(jax.tree.leaves(jax.device_get(host_state.params)), jax.tree.leaves(jax.device_get(jitted_state.params))):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

@@ -246,3 +246,61 @@ def test_acting_and_training_unrolls_agree(method):
     filled = np.asarray(episodes.filled)
     np.testing.assert_array_equal(np.asarray(jnp.argmax(values, -1))[filled], np.asarray(episodes.actions)[filled])
     np.testing.assert_allclose(np.asarray(alpha)[filled], np.asarray(episodes.alpha)[filled])
+
+
+def scanned_rollout(learner, params, key, epsilon, num_episodes):
+    """Reference: each episode stepped to the episode limit in a fixed-length scan (the rollout
+    as it was before the early-stopping loop), frozen and stored as padding after its end."""
+    from rmix_jax.learner import Policy, padding_record, step_record, tree_select
+
+    env, limit = learner.env, learner.spec.episode_limit
+    policy = Policy(params, epsilon, learner.default_hyper().alpha)
+
+    def one(key):
+        reset_key, key = jax.random.split(key)
+        env_state, ts = env.reset(reset_key)
+
+        def step(c, t):
+            env_state, ts, actor, done, key = c
+            key, act_key, env_key = jax.random.split(key, 3)
+            actor, actions, alpha = learner.act(policy, actor, ts.obs, ts.avail, t == 0, act_key)
+            new_state, new_ts = env.step(env_key, env_state, actions)
+            new_state, new_ts = tree_select(done, (env_state, ts), (new_state, new_ts))
+            record = step_record(ts, actions, alpha, new_ts, done, t == 0)
+            return (new_state, new_ts, actor, done | new_ts.terminated | new_ts.truncated, key), (record, env_state)
+
+        start = (env_state, ts, learner.start_actor(), jnp.bool_(False), key)
+        final, (steps, states) = jax.lax.scan(step, start, jnp.arange(limit))
+        tail = padding_record(final[1])
+        return jax.tree.map(lambda xs, x: jnp.concatenate([xs, x[None]]), steps, tail), states
+
+    return jax.vmap(one)(jax.random.split(key, num_episodes))
+
+
+@pytest.mark.parametrize("run_axis", [None, "runs"])
+def test_rollout_stops_at_the_longest_episode_and_equals_a_full_length_scan(run_axis):
+    """Two runs vmapped (the stop shared over a named axis, or per run as a batched loop): the
+    stored episodes equal those of a scan to the episode limit, entry for entry, and the loop
+    computes exactly as many steps as the longest episode (the step keys it keeps stop there)."""
+    learner = make_learner(load_config(TINY), run_axis=run_axis)
+    params = jax.vmap(lambda k: learner.init(k).params)(jax.random.split(jax.random.PRNGKey(0), 2))
+    keys = jax.random.split(jax.random.PRNGKey(5), 2)
+    epsilon = jnp.asarray([1.0, 0.3])  # random and near-greedy: some episodes end early, some run to the limit
+
+    def ours(p, k, e):
+        episodes, stats, (states, step_keys) = learner.rollout(p, k, e, 6, keep_env_states=True, over_runs=True)
+        return episodes, stats, states, step_keys
+
+    episodes, stats, states, step_keys = jax.jit(jax.vmap(ours, axis_name=run_axis))(params, keys, epsilon)
+    ref, ref_states = jax.jit(jax.vmap(lambda p, k, e: scanned_rollout(learner, p, k, e, 6)))(params, keys, epsilon)
+    for field in episodes.__dataclass_fields__:
+        np.testing.assert_array_equal(np.asarray(getattr(episodes, field)), np.asarray(getattr(ref, field)),
+                                      err_msg=field)
+    for a, b in zip(jax.tree.leaves(states), jax.tree.leaves(ref_states)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    lengths = np.asarray(stats.lengths)  # (2 runs, 6 episodes)
+    np.testing.assert_array_equal(lengths, np.asarray(ref.filled).sum(axis=-1))
+    assert lengths.min() < learner.spec.episode_limit  # the check below sees a real early stop
+    steps = np.asarray(step_keys).any(axis=-1).all(axis=1).sum(axis=-1)  # (2,) steps computed per run
+    expected = lengths.max(axis=1) if run_axis is None else np.full(2, lengths.max())
+    np.testing.assert_array_equal(steps, expected)

@@ -63,7 +63,7 @@ class Learner(NamedTuple):
     init: Callable[..., TrainState]  # chunk.init(rng, hyper=None)
     run_chunk: Callable[[TrainState], tuple[TrainState, dict]]
     train: Callable[..., dict]  # chunk.train(rng, hyper=None)
-    rollout: Callable[..., Any]  # acting.rollout(params, key, epsilon, num_episodes, hyper=None, keep_env_states=False)
+    rollout: Callable[..., Any]  # acting.rollout(params, key, epsilon, num_episodes, hyper=None, keep_env_states=False, over_runs=False)
     unroll: Callable[[Any, Episode], tuple[chex.Array, chex.Array]]
     loss: Callable[..., tuple[chex.Array, dict]]  # losses.loss(params, target_params, batch, is_qr, hyper, with_qr)
     values_and_alpha: Callable[..., tuple[chex.Array, chex.Array]]

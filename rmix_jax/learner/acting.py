@@ -1,6 +1,6 @@
 """Acting: agent inputs, risk-sensitive values, one policy step, and whole-episode rollouts.
 
-The jitted rollout (``run_episode``) and the host-side runner (``rmix_jax.host``) act through
+The jitted rollout (``run_episodes``) and the host-side runner (``rmix_jax.host``) act through
 the same ``act`` and store their steps through the same ``step_record`` / ``padding_record``.
 
 Shape legend: E episodes, T episode limit, N agents, A actions, M atoms, K risk levels,
@@ -19,7 +19,7 @@ import numpy as np
 
 from rmix_jax import ops
 from rmix_jax.envs import EnvSpec, TimeStep
-from rmix_jax.learner.setup import Setup
+from rmix_jax.learner.setup import Setup, max_over_runs
 from rmix_jax.learner.types import LEARNED_ALPHA, Episode, EpisodeStats, Hyper, Params, Policy, tree_select
 from rmix_jax.networks import AgentCarry, zero_carry
 
@@ -125,19 +125,21 @@ def step_record(before: TimeStep, actions: Any, alpha: Any, after: TimeStep, don
     """Stored step t: what the agents saw (``before``), did and chose, and the outcome (``after``).
 
     ``done``: the episode had ended before this step (the env is frozen, ``after`` is ``before``
-    again, and the step is padding). Takes one env's arrays or a stack of envs', jax or NumPy.
+    again, and the step is padding: actions and alpha zero, as in ``padding_record``). Takes one
+    env's arrays or a stack of envs', jax or NumPy.
     """
+    live = ~done
     return Episode(
         obs=before.obs,
         state=before.state,
         avail=before.avail > 0,
-        actions=actions,
+        actions=actions * live[..., None],
         reward=after.reward * ~done,
         terminated=after.terminated & ~done,
         filled=~done,
         won=after.won & ~done,
         reset=first,
-        alpha=alpha,
+        alpha=alpha * live[..., None],
     )
 
 
@@ -162,40 +164,97 @@ def padding_record(last: TimeStep, xp: Any = jnp) -> Episode:
 
 
 class _EpisodeCarry(NamedTuple):
+    """One episode's carry between steps."""
+
     env_state: Any
     timestep: TimeStep
     actor: Actor
-    done: chex.Array  # ()
+    done: chex.Array  # () the episode has ended (its env is frozen)
     key: chex.PRNGKey
 
 
-def run_episode(setup: Setup, policy: Policy, key: chex.PRNGKey,
-                keep_env_states: bool = False) -> Episode | tuple[Episode, Any]:
-    """One whole episode; with ``keep_env_states`` also the env state and step key of each step (for replays)."""
-    env = setup.env
-    reset_key, key = jax.random.split(key)
-    env_state, timestep = env.reset(reset_key)
-    carry = _EpisodeCarry(env_state, timestep, start_actor(setup), jnp.bool_(False), key)
+def _episode_step(setup: Setup, policy: Policy, c: _EpisodeCarry, t: chex.Array
+                  ) -> tuple[_EpisodeCarry, Episode, tuple[Any, chex.PRNGKey]]:
+    """Step ``t`` of one episode: the next carry, the stored step, and (env state, step key) before it."""
+    key, act_key, env_key = jax.random.split(c.key, 3)
+    first = t == 0
+    actor, actions, alpha = act(setup, policy, c.actor, c.timestep.obs, c.timestep.avail, first, act_key)
+    env_state, next_ts = setup.env.step(env_key, c.env_state, actions)
+    # After the end the env is frozen, and the step is stored as padding.
+    env_state = tree_select(c.done, c.env_state, env_state)
+    next_ts = tree_select(c.done, c.timestep, next_ts)
+    record = step_record(c.timestep, actions, alpha, next_ts, c.done, first)
+    done = c.done | next_ts.terminated | next_ts.truncated
+    return _EpisodeCarry(env_state, next_ts, actor, done, key), record, (c.env_state, env_key)
 
-    def step(c: _EpisodeCarry, t: chex.Array) -> tuple[_EpisodeCarry, Any]:
-        key, act_key, env_key = jax.random.split(c.key, 3)
-        first = t == 0
-        actor, actions, alpha = act(setup, policy, c.actor, c.timestep.obs, c.timestep.avail, first, act_key)
-        env_state, next_ts = env.step(env_key, c.env_state, actions)
-        # After the end the env is frozen: the padding steps are masked anyway.
-        env_state = tree_select(c.done, c.env_state, env_state)
-        next_ts = tree_select(c.done, c.timestep, next_ts)
-        record = step_record(c.timestep, actions, alpha, next_ts, c.done, first)
-        done = c.done | next_ts.terminated | next_ts.truncated
-        new = _EpisodeCarry(env_state, next_ts, actor, done, key)
-        return new, ((record, (c.env_state, env_key)) if keep_env_states else record)
 
-    final, steps = jax.lax.scan(step, carry, jnp.arange(setup.spec.episode_limit))
-    if keep_env_states:
-        steps, env_trace = steps
-    tail = padding_record(final.timestep)
-    episode = jax.tree.map(lambda xs, x: jnp.concatenate([xs, x[None]], axis=0), steps, tail)
-    return (episode, env_trace) if keep_env_states else episode
+class _RolloutCarry(NamedTuple):
+    t: chex.Array  # () the next step's index, shared by the E episodes (and the runs, under a named axis)
+    episodes: _EpisodeCarry  # (E, ...)
+    records: Episode  # (E, T+1, ...) steps 0..t-1 written
+    env_trace: Any  # (env states (E, T, ...), step keys (E, T, 2)) with keep_env_states, else None
+
+
+def _write(buffer: Any, values: Any, t: chex.Array) -> Any:
+    """Write step ``t`` of E episodes into (E, T(+1), ...) buffers."""
+    return jax.tree.map(lambda b, v: jax.lax.dynamic_update_index_in_dim(b, v, t, axis=1), buffer, values)
+
+
+def _fill_from(buffer: Any, values: Any, t: chex.Array) -> Any:
+    """Entries ``t`` and later of (E, L, ...) buffers set to each episode's ``values`` (E, ...)."""
+    def fill(b: chex.Array, v: chex.Array) -> chex.Array:
+        later = (jnp.arange(b.shape[1]) >= t).reshape(1, -1, *([1] * (b.ndim - 2)))
+        return jnp.where(later, v[:, None], b)
+    return jax.tree.map(fill, buffer, values)
+
+
+def run_episodes(setup: Setup, policy: Policy, keys: chex.PRNGKey, keep_env_states: bool = False,
+                 over_runs: bool = False) -> Episode | tuple[Episode, Any]:
+    """E whole episodes (keys (E, 2)), stepped together until every one has ended.
+
+    The step loop is a ``while_loop`` that stops once all E episodes have ended (with ``over_runs``,
+    once every run's have: the runs are the setup's named vmap axis, and the stop is one predicate
+    for all of them; vmapped without it, the loop runs until the last run's episodes have ended and
+    the ended runs' steps are selected away), instead of stepping to the episode limit:
+    only the steps up to the longest episode are computed. An episode that ends earlier stays
+    frozen and stores padding; entries after the loop stop are the final step, masked
+    (``padding_record``), as are all entries after an episode's end. Each episode consumes its
+    key as a fixed-length scan would, so the result does not depend on when the loop stops.
+    With ``keep_env_states`` also the env state and step key before each step, (E, T, ...);
+    after the loop stops they are the frozen final state and zero keys.
+    """
+    t_len = setup.spec.episode_limit
+    split = jax.vmap(jax.random.split)(keys)  # (E, 2, 2)
+    env_states, timesteps = jax.vmap(setup.env.reset)(split[:, 0])
+    num = keys.shape[0]
+    actors = jax.vmap(lambda _: start_actor(setup))(jnp.arange(num))
+    episodes = _EpisodeCarry(env_states, timesteps, actors, jnp.zeros((num,), bool), split[:, 1])
+    step = jax.vmap(functools.partial(_episode_step, setup, policy), in_axes=(0, None))
+    # Shapes of one step's outputs, for the preallocated buffers.
+    _, record_shape, trace_shape = jax.eval_shape(step, episodes, jnp.int32(0))
+
+    def buffers(shapes: Any, length: int) -> Any:
+        return jax.tree.map(lambda x: jnp.zeros((x.shape[0], length, *x.shape[1:]), x.dtype), shapes)
+
+    carry = _RolloutCarry(jnp.int32(0), episodes, buffers(record_shape, t_len + 1),
+                          buffers(trace_shape, t_len) if keep_env_states else None)
+
+    def cond(c: _RolloutCarry) -> chex.Array:
+        running = jnp.any(~c.episodes.done).astype(jnp.int32)
+        running = (max_over_runs(setup, running) if over_runs else running) > 0
+        return (c.t < t_len) & running
+
+    def body(c: _RolloutCarry) -> _RolloutCarry:
+        new, record, trace = step(c.episodes, c.t)
+        env_trace = None if c.env_trace is None else _write(c.env_trace, trace, c.t)
+        return _RolloutCarry(c.t + 1, new, _write(c.records, record, c.t), env_trace)
+
+    final = jax.lax.while_loop(cond, body, carry)
+    episodes_out = _fill_from(final.records, padding_record(final.episodes.timestep), final.t)
+    if not keep_env_states:
+        return episodes_out
+    frozen = (final.episodes.env_state, jnp.zeros_like(final.episodes.key))
+    return episodes_out, _fill_from(final.env_trace, frozen, final.t)
 
 
 def episode_stats(setup: Setup, episodes: Episode) -> EpisodeStats:
@@ -229,12 +288,16 @@ def empty_episode(setup: Setup) -> Episode:
 
 
 def rollout(setup: Setup, params: Params, key: chex.PRNGKey, epsilon: chex.Array, num_episodes: int,
-            hyper: Hyper | None = None, keep_env_states: bool = False):
-    """E episodes -> (episodes, stats), plus (env states, step keys) per step with ``keep_env_states``."""
+            hyper: Hyper | None = None, keep_env_states: bool = False, over_runs: bool = False):
+    """E episodes -> (episodes, stats), plus (env states, step keys) per step with ``keep_env_states``.
+
+    ``over_runs``: the caller vmaps over runs with the setup's ``run_axis`` name (as ``run_chunk``
+    is), so the step loop stops for all runs at once (see ``run_episodes``)."""
     hyper = setup.default_hyper() if hyper is None else hyper
     policy = Policy(params, epsilon, hyper.alpha)
-    one = functools.partial(run_episode, setup, keep_env_states=keep_env_states)
-    out = jax.vmap(one, in_axes=(None, 0))(policy, jax.random.split(key, num_episodes))  # (E, T+1, ...)
+    over_runs = over_runs and setup.run_axis is not None
+    keys = jax.random.split(key, num_episodes)
+    out = run_episodes(setup, policy, keys, keep_env_states, over_runs)  # (E, T+1, ...)
     episodes, env_trace = out if keep_env_states else (out, None)
     stats = episode_stats(setup, episodes)
     return (episodes, stats, env_trace) if keep_env_states else (episodes, stats)

@@ -74,7 +74,8 @@ def iteration_start(setup: Setup, state: TrainState) -> Iteration:
 def iteration(setup: Setup, state: TrainState) -> tuple[TrainState, dict]:
     """Collect ``num_envs`` episodes with the current policy, then learn from the replay."""
     state, rollout_key, update_key, epsilon = iteration_start(setup, state)
-    episodes, ep_stats = rollout(setup, state.params, rollout_key, epsilon, setup.config.train.num_envs, state.hyper)
+    episodes, ep_stats = rollout(setup, state.params, rollout_key, epsilon, setup.config.train.num_envs, state.hyper,
+                                over_runs=True)
     return learn(setup, state, episodes, ep_stats, epsilon, update_key)
 
 
@@ -154,7 +155,8 @@ def run_chunk(setup: Setup, state: TrainState) -> tuple[TrainState, dict]:
     tc = setup.config.train
     new_state, it = jax.lax.scan(lambda s, _: iteration(setup, s), state, None, length=tc.iterations_per_eval)
     new_state, eval_key, metrics = finish_chunk(setup, state, new_state, it)
-    _, stats = rollout(setup, new_state.params, eval_key, jnp.float32(0.0), tc.test_episodes, new_state.hyper)
+    _, stats = rollout(setup, new_state.params, eval_key, jnp.float32(0.0), tc.test_episodes, new_state.hyper,
+                       over_runs=True)
     return new_state, {**metrics, **test_metrics(stats)}
 
 

@@ -10,7 +10,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import chex
 import flashbax as fbx
+import jax
 import optax
 
 from rmix_jax.config import Config
@@ -88,3 +90,8 @@ def make_setup(config: Config, env: ArrayEnv | None = None, run_axis: str | None
         run_axis=run_axis,
         max_chunks=math.ceil(tc.t_max / (tc.iterations_per_eval * tc.num_envs)) + 1,
     )
+
+
+def max_over_runs(setup: Setup, value: chex.Array) -> chex.Array:
+    """The maximum of ``value`` over the runs when they are a named axis (else the run's own)."""
+    return value if setup.run_axis is None else jax.lax.pmax(value, setup.run_axis)

@@ -16,18 +16,13 @@ import jax.numpy as jnp
 import optax
 
 from rmix_jax.learner.losses import loss
-from rmix_jax.learner.setup import Setup
+from rmix_jax.learner.setup import Setup, max_over_runs
 from rmix_jax.learner.types import Episode, EpisodeStats, Params, TrainState, UpdateStats, tree_select
 from rmix_jax.networks import predictor_norm
 
 
 def step_params(params: Params, updates: Any, lr: chex.Array) -> Params:
     return optax.apply_updates(params, jax.tree.map(lambda u: -lr * u, updates))
-
-
-def max_over_runs(setup: Setup, value: chex.Array) -> chex.Array:
-    """The maximum of ``value`` over the runs when they are a named axis (else the run's own)."""
-    return value if setup.run_axis is None else jax.lax.pmax(value, setup.run_axis)
 
 
 def update(setup: Setup, state: TrainState, key: chex.PRNGKey) -> tuple[TrainState, UpdateStats]:
