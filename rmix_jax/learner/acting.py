@@ -191,20 +191,21 @@ def _episode_step(setup: Setup, policy: Policy, c: _EpisodeCarry, t: chex.Array
 class _RolloutCarry(NamedTuple):
     t: chex.Array  # () the next step's index, shared by the E episodes (and the runs, under a named axis)
     episodes: _EpisodeCarry  # (E, ...)
-    records: Episode  # (E, T+1, ...) steps 0..t-1 written
-    env_trace: Any  # (env states (E, T, ...), step keys (E, T, 2)) with keep_env_states, else None
+    records: Episode  # (T+1, E, ...) steps 0..t-1 written
+    env_trace: Any  # (env states (T, E, ...), step keys (T, E, 2)) with keep_env_states, else None
 
 
 def _write(buffer: Any, values: Any, t: chex.Array) -> Any:
-    """Write step ``t`` of E episodes into (E, T(+1), ...) buffers."""
-    return jax.tree.map(lambda b, v: jax.lax.dynamic_update_index_in_dim(b, v, t, axis=1), buffer, values)
+    """Write step ``t`` of E episodes into time-major (T(+1), E, ...) buffers."""
+    return jax.tree.map(lambda b, v: jax.lax.dynamic_update_index_in_dim(b, v, t, axis=0), buffer, values)
 
 
 def _fill_from(buffer: Any, values: Any, t: chex.Array) -> Any:
-    """Entries ``t`` and later of (E, L, ...) buffers set to each episode's ``values`` (E, ...)."""
+    """Time-major (L, E, ...) buffers -> (E, L, ...), entries ``t`` and later set to each episode's
+    ``values`` (E, ...)."""
     def fill(b: chex.Array, v: chex.Array) -> chex.Array:
-        later = (jnp.arange(b.shape[1]) >= t).reshape(1, -1, *([1] * (b.ndim - 2)))
-        return jnp.where(later, v[:, None], b)
+        later = (jnp.arange(b.shape[0]) >= t).reshape(-1, *([1] * (b.ndim - 1)))
+        return jnp.swapaxes(jnp.where(later, v[None], b), 0, 1)
     return jax.tree.map(fill, buffer, values)
 
 
@@ -234,7 +235,7 @@ def run_episodes(setup: Setup, policy: Policy, keys: chex.PRNGKey, keep_env_stat
     _, record_shape, trace_shape = jax.eval_shape(step, episodes, jnp.int32(0))
 
     def buffers(shapes: Any, length: int) -> Any:
-        return jax.tree.map(lambda x: jnp.zeros((x.shape[0], length, *x.shape[1:]), x.dtype), shapes)
+        return jax.tree.map(lambda x: jnp.zeros((length, *x.shape), x.dtype), shapes)
 
     carry = _RolloutCarry(jnp.int32(0), episodes, buffers(record_shape, t_len + 1),
                           buffers(trace_shape, t_len) if keep_env_states else None)
