@@ -142,22 +142,45 @@ class AgentNetwork(nn.Module):
         atoms = flat.reshape(*flat.shape[:-1], self.num_actions, self.num_atoms)
         return ops.ascending_atoms(atoms) if self.atom_head == "ascending" else atoms
 
+    def history_scores(self, risk_hidden: jax.Array, current_atoms: jax.Array, standardized: bool) -> jax.Array:
+        """``history_embed`` of the atoms this head would give for the history (its parameters held
+        fixed), standardized by the current atoms' (flat (..., A*M)) statistics: (..., K*E).
+
+        With free atoms the history atoms ``r K + b`` are linear in the risk branch's hidden state
+        ``r``, and so is standardizing them by given statistics, so the embedding is computed as
+        ``r (K W) + b W`` (minus ``mean W 1``, over the std) without the A*M history atoms: the
+        same function, (H, K*E) instead of an (H, A*M) and an (A*M, K*E) product per step. The
+        ascending head's atoms are not linear in ``r``; they are computed and embedded."""
+        kernel, bias = jax.lax.stop_gradient(self.head_kernel), jax.lax.stop_gradient(self.head_bias)
+        if self.atom_head == "ascending":
+            history_atoms = self.atoms_of(risk_hidden @ kernel + bias)
+            history_atoms = history_atoms.reshape(*history_atoms.shape[:-2], -1)
+            if standardized:
+                history_atoms = standardize(history_atoms, current_atoms)
+            return self.history_embed(history_atoms)
+        # history_embed has no bias: applied to K, b and ones it gives K W, b W and 1 W.
+        if not standardized:
+            return risk_hidden @ self.history_embed(kernel) + self.history_embed(bias)
+        # (b - mean) W as (b - m) W - (mean - m) 1 W with m the bias's own mean: the large common
+        # offset that returns give the atoms cancels before the products (in float32, b W - mean 1 W
+        # would lose the difference at an offset of -50).
+        offset = jnp.mean(bias)
+        centred = self.history_embed(bias - offset) - (jnp.mean(current_atoms, axis=-1, keepdims=True) - offset) \
+            * self.history_embed(jnp.ones_like(bias))
+        variance = jnp.var(current_atoms, axis=-1, keepdims=True)
+        return (risk_hidden @ self.history_embed(kernel) + centred) * jax.lax.rsqrt(variance + 1e-6)
+
     def heads(self, carry: AgentCarry) -> AgentOutput:
         """Hidden states (..., H) -> atoms (..., A, M) and risk scores (..., K)."""
         atoms = self.atoms_of(carry.hidden @ self.head_kernel + self.head_bias)
         if not self.use_risk_predictor:
             return AgentOutput(atoms, jnp.zeros((*atoms.shape[:-2], self.num_risk_levels), jnp.float32))
-        # the atoms this head would give for the history (its parameters held fixed), flattened as the current ones
-        history_atoms = self.atoms_of(carry.risk_hidden @ jax.lax.stop_gradient(self.head_kernel)
-                                      + jax.lax.stop_gradient(self.head_bias))
-        history_atoms = history_atoms.reshape(*history_atoms.shape[:-2], -1)
         current_atoms = jax.lax.stop_gradient(atoms.reshape(*atoms.shape[:-2], -1))
         standardized = self.risk_scores == "standardized"
+        history = self.history_scores(carry.risk_hidden, current_atoms, standardized)
+        history = history.reshape(*history.shape[:-1], self.num_risk_levels, self.risk_embed_dim)
         if standardized:
-            history_atoms, current_atoms = standardize(history_atoms, current_atoms), standardize(current_atoms, current_atoms)
-        history = self.history_embed(history_atoms).reshape(
-            *history_atoms.shape[:-1], self.num_risk_levels, self.risk_embed_dim
-        )
+            current_atoms = standardize(current_atoms, current_atoms)
         current = self.current_embed(current_atoms)
         if standardized:
             history, current = unit_length(history), unit_length(current)

@@ -194,3 +194,43 @@ def test_ascending_head_gives_each_actions_atoms_in_order():
     assert np.all(np.diff(np.asarray(out.atoms), axis=-1) >= 0)
     np.testing.assert_allclose(np.asarray(out.atoms), np.asarray(ops.ascending_atoms(raw.atoms)), atol=1e-6)
     assert not np.allclose(np.asarray(out.scores), np.asarray(raw.scores))
+
+
+@pytest.mark.parametrize("risk_scores", ["standardized", "paper"])
+def test_history_embedding_of_free_atoms_equals_the_embedded_history_atoms(risk_scores):
+    """With free atoms the predictor embeds the history atoms as r (K W) + b W (standardized: minus
+    mean W 1, over the std) without forming them; in float64 NumPy: the explicit history atoms
+    r K + b, standardized by the current atoms' mean and variance, times W. Gradients too (to W
+    and to r; none to the head, whose parameters the history path holds fixed)."""
+    agent, params = agent_and_params(risk_scores=risk_scores)
+    p = params["params"]
+    rng = np.random.default_rng(0)
+    p = {**p, "head_bias": jnp.asarray(rng.normal(-3.0, 2.0, A * M), jnp.float32)}  # an offset, as trained heads have
+    r = jnp.asarray(rng.normal(size=(6, 64)), jnp.float32)
+    current = jnp.asarray(rng.normal(-4.0, 3.0, size=(6, A * M)), jnp.float32)
+    standardized = risk_scores == "standardized"
+
+    def ours(p, r):
+        return agent.apply({"params": p}, r, current, standardized, method=AgentNetwork.history_scores)
+
+    def explicit(kernel, bias, w, r):  # float64 NumPy
+        history = r @ kernel + bias
+        if standardized:
+            c = np.asarray(current, np.float64)
+            history = (history - c.mean(-1, keepdims=True)) / np.sqrt(c.var(-1, keepdims=True) + 1e-6)
+        return history @ w
+
+    f64 = lambda x: np.asarray(x, np.float64)  # noqa: E731
+    kernel, bias, w = f64(p["head_kernel"]), f64(p["head_bias"]), f64(p["history_embed"]["kernel"])
+    expected = explicit(kernel, bias, w, f64(r))
+    np.testing.assert_allclose(np.asarray(ours(p, r)), expected, rtol=2e-5, atol=2e-5 * np.abs(expected).max())
+    # gradients of a fixed linear functional g of the output: to W (x^T g) and to r (g (K W)^T ... via x)
+    g = rng.normal(size=expected.shape)
+    grad_p, grad_r = jax.grad(lambda p, r: jnp.sum(ours(p, r) * jnp.asarray(g, jnp.float32)), argnums=(0, 1))(p, r)
+    x = explicit(kernel, bias, np.eye(A * M), f64(r))  # the (standardized) history atoms
+    np.testing.assert_allclose(np.asarray(grad_p["history_embed"]["kernel"]), x.T @ g, rtol=1e-4,
+                               atol=1e-4 * np.abs(x.T @ g).max())
+    scale = 1.0 / np.sqrt(f64(current).var(-1, keepdims=True) + 1e-6) if standardized else 1.0
+    expected_r = (g * scale) @ (kernel @ w).T
+    np.testing.assert_allclose(np.asarray(grad_r), expected_r, rtol=1e-4, atol=1e-4 * np.abs(expected_r).max())
+    assert not np.any(np.asarray(grad_p["head_kernel"])) and not np.any(np.asarray(grad_p["head_bias"]))
