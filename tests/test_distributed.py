@@ -1,6 +1,6 @@
 """Several hosts, run for real: two rmix-train processes on a localhost coordinator (jax.distributed,
-gloo CPU collectives) with two CPU devices each train 4 runs sharded over the 4 devices, one run
-each. The metrics equal one process's run of the same 4 runs on one device, only process 0 writes
+gloo CPU collectives) with one CPU device each (2 runs per device) and with two each (one run per
+device) train 4 runs sharded over all their devices. The metrics equal one process's run of the same 4 runs on one device, only process 0 writes
 the run's files (an audit hook in each process records what it opens for writing), and the
 checkpoint, written by both, restores here in one process on one device."""
 
@@ -62,14 +62,15 @@ def free_port() -> int:
 
 
 @pytest.mark.slow
-def test_two_processes_train_the_runs_of_one_process(tmp_path):
+@pytest.mark.parametrize("devices_per_process", ["1", "2"])
+def test_two_processes_train_the_runs_of_one_process(tmp_path, devices_per_process):
     (tmp_path / "hook").mkdir()
     (tmp_path / "hook" / "sitecustomize.py").write_text(AUDIT)
     shared = tmp_path / "shared"
     args = RUNS + ["wandb.mode=offline", f"results_dir={shared}"]  # process 0 names the run directory
     env = {**os.environ, "PYTHONPATH": f"{tmp_path / 'hook'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
            "RMIX_TEST_WATCH": str(shared), "RMIX_TEST_WRITES": str(tmp_path), "WANDB_API_KEY": "",
-           "RMIX_JAX_CPU_DEVICES": "2", distributed.ENV: f"localhost:{free_port()}",
+           "RMIX_JAX_CPU_DEVICES": devices_per_process, distributed.ENV: f"localhost:{free_port()}",
            distributed.NUM_PROCESSES_ENV: "2"}
     procs = []
     for i in (0, 1):
