@@ -92,7 +92,32 @@ def summarise(method: str, run_dir: Path, steps: int | None = None) -> tuple[dic
         # one evaluation's 32 episodes put about +-0.08 (1 std) on a win rate near 0.75
         "win_rate_last_10_evals_per_seed": final_values(rows, "test_won", last=10).round(4).tolist(),
         "final_return_mean": float(ret.mean()),
+        **predictor_diagnostics(rows),
     }, rows
+
+
+def predictor_diagnostics(rows: list[dict]) -> dict:
+    """Each seed's risk-level diagnostics at its last chunk: the entropy of P(alpha), the TD gradient
+    reaching the predictor and the mean alpha its greedy test episodes acted on (absent for QMIX)."""
+    last = {}
+    for row in rows:
+        if row.get("active", True) and "alpha_entropy" in row:
+            last[row["run"]] = row
+    if not last:
+        return {}
+    ordered = [last[run] for run in sorted(last)]
+
+    def mean_alpha(hist: list) -> float:
+        counts = np.asarray(hist, np.float64).sum(axis=0)  # over agents: (K,)
+        levels = np.arange(1, counts.shape[0] + 1) / counts.shape[0]
+        return float((counts * levels).sum() / max(counts.sum(), 1.0))
+
+    return {
+        "final_alpha_entropy_per_seed": [round(float(r["alpha_entropy"]), 4) for r in ordered],
+        "final_risk_grad_norm_per_seed": [round(float(r["risk_grad_norm"]), 5) for r in ordered],
+        "final_test_mean_alpha_per_seed": [round(mean_alpha(r["test_alpha_hist"]), 3) for r in ordered
+                                           if r.get("test_alpha_hist") is not None],
+    }
 
 
 def main() -> None:
@@ -104,6 +129,7 @@ def main() -> None:
     parser.add_argument("--runs", nargs="*", default=[], help="method=run_dir pairs to tabulate instead of training")
     parser.add_argument("--command", default="", help="the command that made --runs, recorded in the JSON")
     parser.add_argument("--name", default="", help="a variant name in the output file names")
+    parser.add_argument("--stem", default="", help="the output files' whole name (default smax_<map>_<name>_rmix_vs_qmix)")
     parser.add_argument("--up-to", type=int, default=None,
                         help="tabulate each run at its first evaluation at or after this many env steps")
     parser.add_argument("--final-episodes", type=int, default=0,
@@ -112,7 +138,7 @@ def main() -> None:
     if args.final_episodes and args.up_to:
         parser.error("--final-episodes plays each run's last saved policy, which --up-to may not tabulate; "
                      "use one of them")
-    stem = f"smax_{args.map}_{args.name + '_' if args.name else ''}rmix_vs_qmix"
+    stem = args.stem or f"smax_{args.map}_{args.name + '_' if args.name else ''}rmix_vs_qmix"
     run_dirs = dict(pair.split("=", 1) for pair in args.runs)
     for method in args.methods:
         if method not in run_dirs:
@@ -146,6 +172,11 @@ def main() -> None:
               f"{r['final_win_rate_std']:>6.2f} {r['final_win_rate_iqm']:>6.2f} {f'[{lo:.2f}, {hi:.2f}]':>14} "
               f"{r['seeds_above_0_8']:>6}/{r['seeds']:<2} {r['final_return_mean']:>7.2f}  "
               + ", ".join(f"{w:.2f}" for w in r["win_rate_last_10_evals_per_seed"]))
+    for r in table:
+        if "final_alpha_entropy_per_seed" in r:
+            print(f"{r['method']}: final alpha entropy per seed {r['final_alpha_entropy_per_seed']} nats, "
+                  f"predictor gradient {r['final_risk_grad_norm_per_seed']}, "
+                  f"greedy test mean alpha {r['final_test_mean_alpha_per_seed']}")
     for r in table:
         if "final_policy_episodes" in r:
             per_seed = ", ".join(f"{w:.2f} [{lo:.2f}, {hi:.2f}]" for w, (lo, hi) in zip(

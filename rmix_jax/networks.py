@@ -42,18 +42,9 @@ def predictor_norm(agent_tree: dict) -> jax.Array:
     return optax.tree.norm([inner[name] for name in RISK_PREDICTOR_PARAMS if name in inner])
 
 
-def standardize(values: jax.Array, like: jax.Array) -> jax.Array:
-    """``values`` (..., D) in the units of ``like`` (..., D'): minus the mean of ``like`` along its last
-    axis, over its standard deviation (no parameters).
-
-    Standardizing the history atoms by the current atoms' statistics (rather than their own)
-    keeps where the two distributions sit relative to each other, and the gradient into the
-    history atoms is a plain 1 / std of the current ones, even where the history atoms are
-    constant (the head's bias alone, at an episode's first step before training). The
-    variance gets 1e-6 added for a ``like`` of equal atoms.
-    """
-    mean = jnp.mean(like, axis=-1, keepdims=True)
-    variance = jnp.var(like, axis=-1, keepdims=True)
+def _standardize_by(values: jax.Array, mean: jax.Array, variance: jax.Array) -> jax.Array:
+    """(values - mean) / sqrt(variance + 1e-6), statistics held fixed (no gradient into them)."""
+    mean, variance = jax.lax.stop_gradient(mean), jax.lax.stop_gradient(variance)
     return jax.nn.standardize(values, axis=-1, mean=mean, variance=variance, epsilon=1e-6)
 
 
@@ -142,46 +133,83 @@ class AgentNetwork(nn.Module):
         atoms = flat.reshape(*flat.shape[:-1], self.num_actions, self.num_atoms)
         return ops.ascending_atoms(atoms) if self.atom_head == "ascending" else atoms
 
-    def history_scores(self, risk_hidden: jax.Array, current_atoms: jax.Array, standardized: bool) -> jax.Array:
-        """``history_embed`` of the atoms this head would give for the history (its parameters held
-        fixed), standardized by the current atoms' (flat (..., A*M)) statistics: (..., K*E).
+    def atom_statistics(self, hidden: jax.Array, flat_atoms: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Where the current atoms (flat (..., A*M)) sit: ``shift`` (their mean minus the mean of the
+        head's bias) and ``variance``, both (..., 1), under stop-gradient.
 
-        With free atoms the history atoms ``r K + b`` are linear in the risk branch's hidden state
-        ``r``, and so is standardizing them by given statistics, so the embedding is computed as
-        ``r (K W) + b W`` (minus ``mean W 1``, over the std) without the A*M history atoms: the
-        same function, (H, K*E) instead of an (H, A*M) and an (A*M, K*E) product per step. The
-        ascending head's atoms are not linear in ``r``; they are computed and embedded."""
+        Free atoms ``h K + b`` are linear in the hidden state, so both come from ``h`` alone: the
+        mean is ``h kbar + m`` (kbar the mean of K's columns, m the bias's mean) and the variance a
+        quadratic form ``(|h K_c + b_c|^2) / D`` with K_c, b_c centred, computed with the (H, H) Gram
+        matrix of K_c rather than from the A*M atoms. The bias's mean, where a large common offset of
+        the returns sits, is taken out before any product, so an offset of -50 costs no float32
+        precision. The ascending head's atoms are not linear in ``h``; their statistics are computed
+        from the atoms."""
         kernel, bias = jax.lax.stop_gradient(self.head_kernel), jax.lax.stop_gradient(self.head_bias)
+        hidden = jax.lax.stop_gradient(hidden)
         if self.atom_head == "ascending":
-            history_atoms = self.atoms_of(risk_hidden @ kernel + bias)
-            history_atoms = history_atoms.reshape(*history_atoms.shape[:-2], -1)
-            if standardized:
-                history_atoms = standardize(history_atoms, current_atoms)
-            return self.history_embed(history_atoms)
-        # history_embed has no bias: applied to K, b and ones it gives K W, b W and 1 W.
+            flat_atoms = jax.lax.stop_gradient(flat_atoms)
+            return (jnp.mean(flat_atoms, axis=-1, keepdims=True) - jnp.mean(bias),
+                    jnp.var(flat_atoms, axis=-1, keepdims=True))
+        size = kernel.shape[1]
+        column_mean = jnp.mean(kernel, axis=1)  # (H,)
+        kernel_c, bias_c = kernel - column_mean[:, None], bias - jnp.mean(bias)
+        gram = kernel_c @ kernel_c.T  # (H, H)
+        quadratic = jnp.sum((hidden @ gram) * hidden, axis=-1, keepdims=True)
+        cross = 2.0 * (hidden @ (kernel_c @ bias_c))[..., None]
+        variance = jnp.maximum(quadratic + cross + jnp.sum(bias_c**2), 0.0) / size
+        return (hidden @ column_mean)[..., None], variance
+
+    def embedded_atoms(self, embed: nn.Module, state: jax.Array, shift: jax.Array, variance: jax.Array,
+                       standardized: bool) -> jax.Array:
+        """``embed`` (a bias-free Dense) of the free atoms this head gives for ``state`` (its parameters
+        held fixed), standardized by the current atoms' ``shift`` and ``variance`` (``atom_statistics``).
+
+        The atoms ``state K + b`` are linear in the state, and so is standardizing them by given
+        statistics, so the embedding is ``state (K W) + b W`` (standardized: ``(b - m) W - shift 1 W``,
+        over the std) without forming the A*M atoms: (H, E') instead of an (H, A*M) and an (A*M, E')
+        product per step."""
+        kernel, bias = jax.lax.stop_gradient(self.head_kernel), jax.lax.stop_gradient(self.head_bias)
+        # embed has no bias: applied to K, b and ones it gives K W, b W and 1 W.
         if not standardized:
-            return risk_hidden @ self.history_embed(kernel) + self.history_embed(bias)
-        # (b - mean) W as (b - m) W - (mean - m) 1 W with m the bias's own mean: the large common
-        # offset that returns give the atoms cancels before the products (in float32, b W - mean 1 W
-        # would lose the difference at an offset of -50).
-        offset = jnp.mean(bias)
-        centred = self.history_embed(bias - offset) - (jnp.mean(current_atoms, axis=-1, keepdims=True) - offset) \
-            * self.history_embed(jnp.ones_like(bias))
-        variance = jnp.var(current_atoms, axis=-1, keepdims=True)
-        return (risk_hidden @ self.history_embed(kernel) + centred) * jax.lax.rsqrt(variance + 1e-6)
+            return state @ embed(kernel) + embed(bias)
+        centred = embed(bias - jnp.mean(bias)) - shift * embed(jnp.ones_like(bias))
+        return (state @ embed(kernel) + centred) * jax.lax.rsqrt(variance + 1e-6)
+
+    def history_scores(self, risk_hidden: jax.Array, shift: jax.Array, variance: jax.Array,
+                       standardized: bool) -> jax.Array:
+        """``history_embed`` of the atoms this head would give for the history (its parameters held
+        fixed), standardized by the current atoms' statistics: (..., K*E).
+
+        Measured in the current atoms' units rather than their own, the history atoms keep where
+        the two distributions sit relative to each other, and the gradient into them is a plain
+        1 / std of the current ones, even where they are constant (the head's bias alone, at an
+        episode's first step before training)."""
+        if self.atom_head != "ascending":
+            return self.embedded_atoms(self.history_embed, risk_hidden, shift, variance, standardized)
+        kernel, bias = jax.lax.stop_gradient(self.head_kernel), jax.lax.stop_gradient(self.head_bias)
+        history_atoms = self.atoms_of(risk_hidden @ kernel + bias)
+        history_atoms = history_atoms.reshape(*history_atoms.shape[:-2], -1)
+        if standardized:
+            history_atoms = _standardize_by(history_atoms, shift + jnp.mean(bias), variance)
+        return self.history_embed(history_atoms)
 
     def heads(self, carry: AgentCarry) -> AgentOutput:
         """Hidden states (..., H) -> atoms (..., A, M) and risk scores (..., K)."""
         atoms = self.atoms_of(carry.hidden @ self.head_kernel + self.head_bias)
         if not self.use_risk_predictor:
             return AgentOutput(atoms, jnp.zeros((*atoms.shape[:-2], self.num_risk_levels), jnp.float32))
-        current_atoms = jax.lax.stop_gradient(atoms.reshape(*atoms.shape[:-2], -1))
+        flat_atoms = atoms.reshape(*atoms.shape[:-2], -1)
         standardized = self.risk_scores == "standardized"
-        history = self.history_scores(carry.risk_hidden, current_atoms, standardized)
+        shift, variance = self.atom_statistics(carry.hidden, flat_atoms)
+        history = self.history_scores(carry.risk_hidden, shift, variance, standardized)
         history = history.reshape(*history.shape[:-1], self.num_risk_levels, self.risk_embed_dim)
-        if standardized:
-            current_atoms = standardize(current_atoms, current_atoms)
-        current = self.current_embed(current_atoms)
+        if self.atom_head != "ascending":
+            current = self.embedded_atoms(self.current_embed, carry.hidden, shift, variance, standardized)
+        else:
+            current_atoms = jax.lax.stop_gradient(flat_atoms)
+            if standardized:
+                current_atoms = _standardize_by(current_atoms, shift + jnp.mean(self.head_bias), variance)
+            current = self.current_embed(current_atoms)
         if standardized:
             history, current = unit_length(history), unit_length(current)
             scale = 1.0 / self.risk_temperature

@@ -210,8 +210,11 @@ def test_history_embedding_of_free_atoms_equals_the_embedded_history_atoms(risk_
     current = jnp.asarray(rng.normal(-4.0, 3.0, size=(6, A * M)), jnp.float32)
     standardized = risk_scores == "standardized"
 
+    shift = jnp.mean(current, axis=-1, keepdims=True) - jnp.mean(p["head_bias"])
+    variance = jnp.var(current, axis=-1, keepdims=True)
+
     def ours(p, r):
-        return agent.apply({"params": p}, r, current, standardized, method=AgentNetwork.history_scores)
+        return agent.apply({"params": p}, r, shift, variance, standardized, method=AgentNetwork.history_scores)
 
     def explicit(kernel, bias, w, r):  # float64 NumPy
         history = r @ kernel + bias
@@ -234,3 +237,22 @@ def test_history_embedding_of_free_atoms_equals_the_embedded_history_atoms(risk_
     expected_r = (g * scale) @ (kernel @ w).T
     np.testing.assert_allclose(np.asarray(grad_r), expected_r, rtol=1e-4, atol=1e-4 * np.abs(expected_r).max())
     assert not np.any(np.asarray(grad_p["head_kernel"])) and not np.any(np.asarray(grad_p["head_bias"]))
+
+
+@pytest.mark.parametrize("offset, scale", [(0.0, 1.0), (-50.0, 1.0), (-5.0, 10.0)])
+def test_atom_statistics_of_free_atoms_equal_the_atoms_mean_and_variance(offset, scale):
+    """The current atoms' mean (as a shift from the bias's mean) and variance from the hidden state
+    alone (a Gram matrix of the head's kernel), against float64 NumPy on the explicit atoms h K + b,
+    at a large common offset and a 10x scale of the head."""
+    agent, params = agent_and_params()
+    p = params["params"]
+    rng = np.random.default_rng(1)
+    p = {**p, "head_kernel": p["head_kernel"] * scale,
+         "head_bias": jnp.asarray(offset + scale * rng.normal(0.0, 1.0, A * M), jnp.float32)}
+    h = jnp.asarray(rng.normal(size=(5, 64)), jnp.float32)
+    shift, variance = agent.apply({"params": p}, h, None, method=AgentNetwork.atom_statistics)
+    kernel, bias = np.asarray(p["head_kernel"], np.float64), np.asarray(p["head_bias"], np.float64)
+    atoms = np.asarray(h, np.float64) @ kernel + bias
+    np.testing.assert_allclose(np.asarray(shift)[:, 0], atoms.mean(-1) - bias.mean(), rtol=1e-4,
+                               atol=1e-5 * scale)
+    np.testing.assert_allclose(np.asarray(variance)[:, 0], atoms.var(-1), rtol=1e-4)

@@ -370,3 +370,39 @@ def test_risk_sensitive_values_on_ascending_atoms_need_no_sort():
     grads = [jax.grad(lambda s, asc=asc: jnp.sum(ops.risk_sensitive_values(atoms, s, True, asc)[0]))(scores)
              for asc in (True, False)]
     np.testing.assert_allclose(np.asarray(grads[0]), np.asarray(grads[1]), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("num_atoms", [5, 100])
+def test_cvar_all_levels_of_many_distributions_in_one_call(num_atoms):
+    """Leading axes (one sort for all distributions): every (row, action) equals the float64 reference,
+    and the gradient of a weighted sum of all levels is sum_j w_j / k_j on the atoms of tail j (ties included)."""
+    rng = np.random.default_rng(num_atoms)
+    atoms = (rng.normal(size=(3, 4, num_atoms)) * 10).astype(np.float32)
+    atoms[0, 0, : num_atoms // 2] = 1.5  # ties
+    weights = rng.normal(size=(3, 4, NUM_LEVELS))
+    got = np.asarray(jax.jit(ops.cvar_all_levels, static_argnums=1)(jnp.asarray(atoms), NUM_LEVELS))
+    chex.assert_shape(got, (3, 4, NUM_LEVELS))
+    expected = np.asarray([[[np_cvar(row, Fraction(j + 1, NUM_LEVELS)) for j in range(NUM_LEVELS)]
+                            for row in rows] for rows in atoms])
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
+    grad = np.asarray(jax.grad(lambda z: jnp.sum(jnp.asarray(weights, jnp.float32)
+                                                 * ops.cvar_all_levels(z, NUM_LEVELS)))(jnp.asarray(atoms)))
+    counts = np.asarray(ops.level_tail_counts(NUM_LEVELS, num_atoms))
+    for index in np.ndindex(3, 4):
+        row = atoms[index]
+        expected_grad = np.zeros(num_atoms)
+        for w, k in zip(weights[index], counts):
+            if num_atoms <= 32:  # ranks, ties broken by index: exactly k atoms
+                expected_grad[np.argsort(row, kind="stable")[:k]] += w / k
+            else:  # every atom at or below the k-th smallest (more than k only where atoms tie there)
+                expected_grad[row <= np.sort(row)[k - 1]] += w / k
+        np.testing.assert_allclose(grad[index], expected_grad, rtol=1e-4, atol=1e-5)
+
+
+def test_prefix_means_match_float64():
+    rng = np.random.default_rng(7)
+    values = rng.normal(size=(6, 100))
+    counts = np.asarray([1, 7, 50, 100])
+    got = np.asarray(ops.prefix_means(jnp.asarray(values, jnp.float32), jnp.asarray(counts)))
+    expected = np.stack([values[:, :k].mean(axis=1) for k in counts], axis=1)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)

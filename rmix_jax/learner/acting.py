@@ -51,18 +51,20 @@ def values_and_alpha(setup: Setup, atoms: chex.Array, scores: chex.Array,
     static_alpha = jnp.float32(setup.config.agent.alpha) if static_alpha is None else static_alpha
     lead, num_values = atoms.shape[:-2], atoms.shape[-2]
     flat_atoms = atoms.reshape(-1, *atoms.shape[-2:])
+    # Every distribution's tail means in one call (one sort of all of them, ops.bitonic_sort).
 
     def static() -> tuple[chex.Array, chex.Array]:
-        cvar = functools.partial(ops.cvar, ascending=ascending)
-        values = jax.vmap(jax.vmap(cvar, in_axes=(0, None)), in_axes=(0, None))(flat_atoms, static_alpha)
+        counts = ops.tail_count(static_alpha, atoms.shape[-1])[None]
+        values = ops.tail_means(flat_atoms, counts, ascending)[..., 0]
         return values.reshape(*lead, num_values), jnp.full(lead, static_alpha, jnp.float32)
 
     if setup.mode == "static":
         return static()
     chex.assert_shape(scores, (*lead, num_levels))
     flat_scores = scores.reshape(-1, num_levels)
-    values, level, _ = jax.vmap(ops.risk_sensitive_values, in_axes=(0, 0, None, None))(
-        flat_atoms, flat_scores, setup.mode == "straight_through", ascending
+    all_levels = ops.cvar_all_levels(flat_atoms, num_levels, ascending)  # (R, A, K)
+    values, level, _ = jax.vmap(ops.risk_sensitive_choice, in_axes=(0, 0, None))(
+        all_levels, flat_scores, setup.mode == "straight_through"
     )
     learned = values.reshape(*lead, num_values), ops.level_to_alpha(level, num_levels).reshape(lead)
     if not setup.mixed_alpha:
