@@ -125,7 +125,8 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*")
     parser.add_argument("--map", default="3m")
     parser.add_argument("--seeds", type=int, default=4)
-    parser.add_argument("--methods", nargs="+", default=["rmix", "qmix"], choices=METHODS)  # overrides go first
+    parser.add_argument("--methods", nargs="+", default=None, choices=METHODS,
+                        help="methods to train (default rmix qmix; none when --runs is given)")  # overrides go first
     parser.add_argument("--runs", nargs="*", default=[], help="method=run_dir pairs to tabulate instead of training")
     parser.add_argument("--command", default="", help="the command that made --runs, recorded in the JSON")
     parser.add_argument("--name", default="", help="a variant name in the output file names")
@@ -140,7 +141,8 @@ def main() -> None:
                      "use one of them")
     stem = args.stem or f"smax_{args.map}_{args.name + '_' if args.name else ''}rmix_vs_qmix"
     run_dirs = dict(pair.split("=", 1) for pair in args.runs)
-    for method in args.methods:
+    methods = args.methods if args.methods is not None else ([] if args.runs else ["rmix", "qmix"])
+    for method in methods:
         if method not in run_dirs:
             config = load_config(["env=smax", f"env.map={args.map}", f"method={method}",
                                   f"num_seeds={args.seeds}", "results_dir=results/bench"] + args.overrides)
