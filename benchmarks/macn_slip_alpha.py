@@ -9,8 +9,10 @@ cliff risks falling in at test time too: caution pays near the cliff and costs s
 it. Trains ``rmix-train env=macn_7x4 env.slip_prob=<slip> seeds=<seeds>`` (unless --run is
 given), then plays each seed's final policy greedily (the slips stay) for --episodes episodes
 and tabulates the mean alpha acted on by the agents' Manhattan distance to the nearest cliff
-cell (agents at the goal left out). Writes benchmarks/results/macn_slip_alpha_<slip>.json and
+cell (agents at the goal left out). Writes benchmarks/results/macn_slip_alpha_<slip>.{json,png} (the png:
+mean alpha by distance per seed, and each arm's greedy return per seed with its IQM and 95% interval) and
 docs/figures/macn_slip_episode_alpha_<slip>.png (one episode's reward and alphas, the paper's Fig. 11).
+``--replot`` redraws the results png from the JSON alone.
 
 ``--static`` takes a finished ``rmix-train method=rmix_static 'sweep.agent.alpha=[...]'`` run on
 the same slippery map and plays every point's final policies the same way, so the learned
@@ -42,7 +44,13 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=64)
     parser.add_argument("--run", type=Path, default=None, help="a finished run to analyse instead of training")
     parser.add_argument("--static", type=Path, default=None, help="a finished static-alpha sweep run to compare")
+    parser.add_argument("--replot", action="store_true", help="redraw the results png from the JSON and stop")
     args = parser.parse_args()
+    out = ROOT / "benchmarks" / "results" / f"macn_slip_alpha_{args.slip}.json"
+    if args.replot:
+        plot_record(json.loads(out.read_text()), out.with_suffix(".png"), args.slip)
+        print(f"written: {out.with_suffix('.png')}")
+        return
     overrides = ["env=macn_7x4", f"env.slip_prob={args.slip}", f"num_seeds={args.seeds}", *args.overrides]
     if args.run is None:
         config = load_config([*overrides, "results_dir=results/bench", "wandb.mode=disabled",
@@ -75,8 +83,8 @@ def main() -> None:
               "pooled_alpha_by_distance": {str(d): [t / n, n] for d, (t, n) in sorted(pooled.items())},
               "seeds": per_seed, "figure_seed": best["seed"], "greedy_returns": arms,
               "static_run_dir": None if args.static is None else str(args.static)}
-    out = ROOT / "benchmarks" / "results" / f"macn_slip_alpha_{args.slip}.json"
     out.write_text(json.dumps(record, indent=2))
+    plot_record(record, out.with_suffix(".png"), args.slip)
     distances = sorted(pooled)
     print(f"\nmean alpha by distance to the cliff, {args.episodes} greedy episodes per seed, slip {args.slip}")
     print(f"{'seed':>4} {'return':>7} " + " ".join(f"{'d=' + str(d):>6}" for d in distances))
@@ -90,7 +98,40 @@ def main() -> None:
     for a in arms:
         lo, hi = a["iqm_ci"]
         print(f"{a['alpha']:<10} {a['mean']:>7.1f} {a['iqm']:>8.1f} [{lo:>6.1f}, {hi:>6.1f}] {a['both_at_goal']:>12.2f}")
-    print(f"written: {out}, {figure}")
+    print(f"written: {out}, {out.with_suffix('.png')}, {figure}")
+
+
+def plot_record(record: dict, path: Path, slip: float) -> None:
+    """Mean alpha by distance to the cliff per seed (solid: seeds whose policy reaches the goal), and each
+    arm's greedy return per seed with its IQM and 95% bootstrap interval."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_a, ax_r) = plt.subplots(1, 2, figsize=(11, 3.8))
+    for s in record["seeds"]:
+        cells = sorted((int(d), v[0]) for d, v in s["alpha_by_distance"].items())
+        reached = s["both_at_goal"] > 0.5
+        ax_a.plot([d for d, _ in cells], [a for _, a in cells], marker="o", alpha=0.8,
+                  linestyle="-" if reached else ":", label=f"seed {s['seed']} ({s['return_mean']:.0f})")
+    ax_a.set(xlabel="Manhattan distance to the nearest cliff cell", ylabel="mean alpha acted on", ylim=(0, 1.05),
+             title="learned alpha by distance (dotted: never at the goal)")
+    ax_a.set_xticks(sorted({int(d) for s in record["seeds"] for d in s["alpha_by_distance"]}))
+    ax_a.legend(fontsize=7, ncol=2)
+    for index, arm in enumerate(record["greedy_returns"]):
+        returns = arm["returns_per_seed"]
+        ax_r.scatter(np.full(len(returns), index) + np.linspace(-0.15, 0.15, len(returns)), returns, s=12, alpha=0.7)
+        lo, hi = arm["iqm_ci"]
+        ax_r.errorbar(index + 0.3, arm["iqm"], yerr=[[arm["iqm"] - lo], [hi - arm["iqm"]]], fmt="s", color="k",
+                      capsize=3)
+    ax_r.set_xticks(range(len(record["greedy_returns"])), [a["alpha"] for a in record["greedy_returns"]],
+                    rotation=30, fontsize=8)
+    ax_r.set(ylabel=f"greedy return ({record['episodes']} episodes per seed)",
+             title="per seed (dots); IQM and 95% interval (black)")
+    fig.suptitle(f"MACN 7x4, slip {slip}")
+    fig.tight_layout()
+    analysis.save_figure(fig, path)
 
 
 def returns_row(alpha: str, returns: list[float], at_goal: list[float]) -> dict:
