@@ -44,7 +44,7 @@ def mean_ms(fn, *args, repeats: int) -> float:
     return (time.perf_counter() - started) / repeats * 1e3
 
 
-def profile(overrides: list[str], num_seeds: int, repeats: int) -> dict:
+def profile(overrides: list[str], num_seeds: int, repeats: int, window: int | None = None) -> dict:
     config = load_config(overrides + [f"num_seeds={num_seeds}"])
     learner = make_learner(config)
     tc = config.train
@@ -57,6 +57,8 @@ def profile(overrides: list[str], num_seeds: int, repeats: int) -> dict:
 
     rollout = jax.jit(jax.vmap(lambda p, k, e: collect(p, k, e, tc.num_envs)))
     batch = jax.jit(jax.vmap(lambda p, k, e: collect(p, k, e, tc.batch_size)))(state.params, keys, epsilon)
+    if window:  # the first ``window`` entries of each episode, as an update's time window takes them
+        batch = jax.tree.map(lambda v: v[:, :, :window], batch)
 
     def recurrence(agent_params, episodes):
         atoms, scores = learner.unroll(agent_params, episodes)
@@ -88,12 +90,15 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[8])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--window", type=int, default=None,
+                        help="time steps of each episode the update runs over (train.time_windows' sizes, e.g. 26 "
+                             "or 51 on SMAX); default: the whole stored episode")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "update_profile.json"))
     args = parser.parse_args()
     rows = []
     for seeds in args.seeds:
         for method in args.methods:
-            rows.append(profile(args.overrides + METHODS[method], seeds, args.repeats))
+            rows.append(profile(args.overrides + METHODS[method], seeds, args.repeats, args.window))
             rows[-1]["method"] = method
             print(f"done: {rows[-1]}", flush=True)
     device = f"{jax.devices()[0].platform} ({jax.devices()[0].device_kind})"
