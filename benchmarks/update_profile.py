@@ -14,7 +14,8 @@ computes before the optimiser step when some run makes a QR update; ``TD only`` 
 loss+grad without the QR loss, what every other update computes (the QR loss is skipped
 by a ``lax.cond`` over the runs, ``make_learner``'s ``run_axis``). The batch is
 ``train.batch_size`` episodes collected by the untrained policy, padded to the episode
-limit as stored.
+limit as stored, or with ``--window W`` their first W entries: the time window an update
+runs over (``train.time_windows``; on SMAX 5m_vs_6m early in training usually 26 or 51).
 Prints a table and writes JSON; all rows run in one process, one after another.
 """
 
@@ -57,7 +58,11 @@ def profile(overrides: list[str], num_seeds: int, repeats: int, window: int | No
 
     rollout = jax.jit(jax.vmap(lambda p, k, e: collect(p, k, e, tc.num_envs)))
     batch = jax.jit(jax.vmap(lambda p, k, e: collect(p, k, e, tc.batch_size)))(state.params, keys, epsilon)
-    if window:  # the first ``window`` entries of each episode, as an update's time window takes them
+    stored = batch.filled.shape[-1]
+    if window is not None:  # the first ``window`` entries of each episode, as an update's time window takes them
+        if not 2 <= window <= stored:
+            raise SystemExit(f"--window {window}: must be between 2 and the {stored} entries an episode is stored "
+                             f"with (train.time_windows' sizes are {list(learner.setup.window_sizes)})")
         batch = jax.tree.map(lambda v: v[:, :, :window], batch)
 
     def recurrence(agent_params, episodes):
