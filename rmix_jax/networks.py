@@ -133,6 +133,16 @@ class AgentNetwork(nn.Module):
         atoms = flat.reshape(*flat.shape[:-1], self.num_actions, self.num_atoms)
         return ops.ascending_atoms(atoms) if self.atom_head == "ascending" else atoms
 
+    def chosen_atoms(self, hidden: jax.Array, actions: jax.Array) -> jax.Array:
+        """Hidden states (..., H) and actions (...) int -> the actions' atoms (..., M): the same values as
+        taking them from ``heads``, with a gradient that forms only what one action per row needs
+        (``ops.chosen_affine``)."""
+        lead = hidden.shape[:-1]
+        onehot = jax.nn.one_hot(actions.reshape(-1), self.num_actions, dtype=hidden.dtype)
+        raw = ops.chosen_affine(hidden.reshape(-1, hidden.shape[-1]), self.head_kernel, self.head_bias, onehot)
+        raw = raw.reshape(*lead, self.num_atoms)
+        return ops.ascending_atoms(raw) if self.atom_head == "ascending" else raw
+
     def atom_statistics(self, hidden: jax.Array, flat_atoms: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Where the current atoms (flat (..., A*M)) sit: ``shift`` (their mean minus the mean of the
         head's bias) and ``variance``, both (..., 1), under stop-gradient.

@@ -165,10 +165,15 @@ def tail_means(atoms: chex.Array, counts: chex.Array, ascending: bool = False) -
     if ascending:
         return prefix_means(atoms, counts)
     m = atoms.shape[-1]
-    if m <= _PAIRWISE_RANK_MAX_ATOMS:
+    if not tail_means_sort(m):
         in_tail = ascending_ranks(atoms)[..., None, :] < counts[:, None]  # (..., J, M)
         return jnp.einsum("...jm,...m->...j", in_tail.astype(atoms.dtype), atoms) / counts.astype(atoms.dtype)
     return _sorted_tail_means(atoms, counts)
+
+
+def tail_means_sort(num_atoms: int, ascending: bool = False) -> bool:
+    """Whether ``tail_means`` of ``num_atoms`` atoms sorts them (the costly case; else ranks or prefixes)."""
+    return not ascending and num_atoms > _PAIRWISE_RANK_MAX_ATOMS
 
 
 @jax.custom_jvp
@@ -237,6 +242,41 @@ def ascending_atoms(raw: chex.Array) -> chex.Array:
     # cumulative sum is about 3x slower for 100 atoms (forward and backward alike).
     running = steps @ jnp.triu(jnp.ones((m - 1, m - 1), steps.dtype))
     return jnp.concatenate([raw[..., :1], raw[..., :1] + running], axis=-1)
+
+
+def _chosen_forward(inputs, kernel, bias, onehot):
+    full = (inputs @ kernel + bias).reshape(*inputs.shape[:-1], onehot.shape[-1], -1)  # (R, A, M)
+    return jnp.einsum("ram,ra->rm", full, onehot)
+
+
+@jax.custom_vjp
+def chosen_affine(inputs: chex.Array, kernel: chex.Array, bias: chex.Array, onehot: chex.Array) -> chex.Array:
+    """One block of an affine layer's outputs per row: ``(inputs @ kernel + bias)`` split into A blocks
+    of M, the block ``onehot`` picks. inputs (R, H), kernel (H, A*M), bias (A*M,), onehot (R, A) -> (R, M).
+
+    The same values as taking the block from the full product, and the same gradients, but the
+    backward pass is written out: the full product's cotangent is the chosen blocks' cotangent
+    times the one-hot (one broadcast product, zero elsewhere), the bias's is ``onehot.T @ d`` (an
+    (A, M) product) and the kernel's ``inputs.T @ dfull``. Differentiating a gather of the full
+    product instead costs a scatter into zeros, pads, a transposed copy and a reduction over all
+    R x A*M outputs for the bias, which on the CPU took longer than the layer's own products.
+    ``onehot`` gets no gradient.
+    """
+    return _chosen_forward(inputs, kernel, bias, onehot)
+
+
+def _chosen_affine_fwd(inputs, kernel, bias, onehot):
+    return _chosen_forward(inputs, kernel, bias, onehot), (inputs, kernel, onehot)
+
+
+def _chosen_affine_bwd(residuals, d_out):
+    inputs, kernel, onehot = residuals
+    d_full = (onehot[:, :, None] * d_out[:, None, :]).reshape(inputs.shape[0], -1)  # (R, A*M)
+    d_bias = (onehot.T @ d_out).reshape(-1)
+    return d_full @ kernel.T, inputs.T @ d_full, d_bias, jnp.zeros_like(onehot)
+
+
+chosen_affine.defvjp(_chosen_affine_fwd, _chosen_affine_bwd)
 
 
 def level_to_alpha(level: chex.Array, num_levels: int) -> chex.Array:

@@ -304,3 +304,32 @@ def test_rollout_stops_at_the_longest_episode_and_equals_a_full_length_scan(run_
     steps = np.asarray(step_keys).any(axis=-1).all(axis=1).sum(axis=-1)  # (2,) steps computed per run
     expected = lengths.max(axis=1) if run_axis is None else np.full(2, lengths.max())
     np.testing.assert_array_equal(steps, expected)
+
+
+@pytest.mark.parametrize("method", ["rmix", "rmix_static"])
+def test_packed_greedy_next_actions_equal_every_rows_argmax(method):
+    """The double-Q argmax computed only for rows that need a choice (packed into a smaller array) gives
+    every needed row's argmax over all rows, whichever packed size the count of such rows picks; rows
+    with one available action take it."""
+    from rmix_jax.learner.acting import values_and_alpha
+    from rmix_jax.learner.losses import greedy_next_actions
+    from rmix_jax.ops import masked_argmax
+
+    setup = make_learner(load_config(TINY + [f"method={method}", "agent.num_atoms=40", "agent.alpha=0.3"])).setup
+    b, t, n, a, m, k = 4, 6, 2, 5, 40, setup.num_levels
+    rng = np.random.default_rng(0)
+    atoms = jnp.asarray(rng.normal(size=(b, t, n, a, m)), jnp.float32)
+    scores = jnp.asarray(rng.normal(size=(b, t, n, k)), jnp.float32)
+    alpha = jnp.float32(0.3)
+    full_values = values_and_alpha(setup, atoms, scores, alpha)[0]
+    for fill in (1, 2, 3, 6):  # needed steps per episode: 1/6 .. all of the rows
+        needed = jnp.asarray(np.arange(t)[None, :] < fill).repeat(b, 0)
+        avail = rng.uniform(size=(b, t, n, a)) < 0.6
+        avail[..., 0] |= ~avail.any(-1)
+        avail[:, :, 1] = np.eye(a, dtype=bool)[2] if fill == 3 else avail[:, :, 1]  # one action: its only choice
+        avail = jnp.asarray(avail)
+        want = jax.vmap(masked_argmax)(full_values.reshape(-1, a), avail.reshape(-1, a)).reshape(b, t, n)
+        got = jax.jit(lambda *x: greedy_next_actions(setup, *x))(atoms, scores, avail, needed, alpha)
+        np.testing.assert_array_equal(np.asarray(got)[np.asarray(needed)], np.asarray(want)[np.asarray(needed)])
+        if fill == 3:
+            assert np.all(np.asarray(got)[:, :, 1] == 2)

@@ -256,3 +256,32 @@ def test_atom_statistics_of_free_atoms_equal_the_atoms_mean_and_variance(offset,
     np.testing.assert_allclose(np.asarray(shift)[:, 0], atoms.mean(-1) - bias.mean(), rtol=1e-4,
                                atol=1e-5 * scale)
     np.testing.assert_allclose(np.asarray(variance)[:, 0], atoms.var(-1), rtol=1e-4)
+
+
+@pytest.mark.parametrize("atom_head", ["free", "ascending"])
+def test_chosen_atoms_equal_the_heads_atoms_of_the_action_gradients_included(atom_head):
+    """``chosen_atoms``: the taken actions' atoms from ``heads``, and the gradient of a loss on them
+    with respect to every parameter and the hidden states is the one through ``heads``."""
+    agent = AgentNetwork(num_actions=A, num_atoms=M, num_risk_levels=K, risk_embed_dim=N, atom_head=atom_head)
+    params = agent.init(jax.random.PRNGKey(2), zero_carry((N,), 64), jnp.zeros((N, I)), jnp.zeros((N, I)),
+                        jnp.zeros((N,), bool))
+    rng = np.random.default_rng(3)
+    hidden = jnp.asarray(rng.normal(size=(4, N, 64)), jnp.float32)
+    carry = zero_carry((4, N), 64).replace(hidden=hidden)
+    actions = jnp.asarray(rng.integers(0, A, size=(4, N)))
+    weights = jnp.asarray(rng.normal(size=(4, N, M)), jnp.float32)
+
+    def via_heads(p, h):
+        atoms = agent.apply(p, carry.replace(hidden=h), method=AgentNetwork.heads).atoms
+        return jnp.sum(weights * jnp.take_along_axis(atoms, actions[..., None, None], axis=-2)[..., 0, :])
+
+    def via_chosen(p, h):
+        return jnp.sum(weights * agent.apply(p, h, actions, method=AgentNetwork.chosen_atoms))
+
+    chosen = agent.apply(params, hidden, actions, method=AgentNetwork.chosen_atoms)
+    atoms = agent.apply(params, carry, method=AgentNetwork.heads).atoms
+    np.testing.assert_allclose(np.asarray(chosen), np.asarray(atoms)[np.arange(4)[:, None], np.arange(N), actions],
+                               rtol=1e-6, atol=1e-6)
+    want, got = jax.grad(via_heads, argnums=(0, 1))(params, hidden), jax.grad(via_chosen, argnums=(0, 1))(params, hidden)
+    for w, g in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-5, atol=1e-6)

@@ -406,3 +406,31 @@ def test_prefix_means_match_float64():
     got = np.asarray(ops.prefix_means(jnp.asarray(values, jnp.float32), jnp.asarray(counts)))
     expected = np.stack([values[:, :k].mean(axis=1) for k in counts], axis=1)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_chosen_affine_matches_float64_gradients_included(jit):
+    """One action's block of an affine layer: its values and its gradients (inputs, kernel, bias) against
+    NumPy float64, where the loss is a weighted sum of the chosen outputs (d loss / d out = weights)."""
+    rng = np.random.default_rng(5)
+    rows, hidden, actions, atoms = 13, 6, 4, 7
+    x, kernel = rng.normal(size=(rows, hidden)), rng.normal(size=(hidden, actions * atoms))
+    bias, weights = rng.normal(size=actions * atoms), rng.normal(size=(rows, atoms))
+    chosen = rng.integers(0, actions, size=rows)
+    onehot = np.eye(actions)[chosen]
+    full = (x @ kernel + bias).reshape(rows, actions, atoms)
+    expected = full[np.arange(rows), chosen]  # (R, M)
+    d_full = np.zeros((rows, actions, atoms))
+    d_full[np.arange(rows), chosen] = weights
+    d_full = d_full.reshape(rows, -1)
+    expected_grads = (d_full @ kernel.T, x.T @ d_full, d_full.sum(0))
+
+    def weighted(x, kernel, bias):
+        return jnp.sum(jnp.asarray(weights, jnp.float32) * ops.chosen_affine(x, kernel, bias, jnp.asarray(onehot, jnp.float32)))
+
+    f32 = [jnp.asarray(v, jnp.float32) for v in (x, kernel, bias)]
+    value = ops.chosen_affine(*f32, jnp.asarray(onehot, jnp.float32))
+    grads = (jax.jit(jax.grad(weighted, argnums=(0, 1, 2))) if jit else jax.grad(weighted, argnums=(0, 1, 2)))(*f32)
+    np.testing.assert_allclose(np.asarray(value), expected, rtol=1e-5, atol=1e-5)
+    for got, want in zip(grads, expected_grads):
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)

@@ -7,19 +7,22 @@ A actions, M atoms, K risk levels, G mixer outputs (1, or N for IQL).
 
 from __future__ import annotations
 
+import functools
+import math
+
 import chex
 import jax
 import jax.numpy as jnp
 
 from rmix_jax import ops
 from rmix_jax.learner.acting import build_inputs, values_and_alpha
-from rmix_jax.learner.setup import Setup
+from rmix_jax.learner.setup import Setup, max_over_runs
 from rmix_jax.learner.types import Episode, Hyper, Params
-from rmix_jax.networks import AgentNetwork, zero_carry
+from rmix_jax.networks import AgentCarry, AgentNetwork, zero_carry
 
 
-def unroll(setup: Setup, agent_params, batch: Episode) -> tuple[chex.Array, chex.Array]:
-    """Agent outputs over whole episodes: (B, T+1, N, A, M) atoms, (B, T+1, N, K) scores."""
+def recurrent_states(setup: Setup, agent_params, batch: Episode) -> AgentCarry:
+    """The agents' hidden states over whole episodes: (B, T+1, N, H) for each branch."""
     agent = setup.agent
     chex.assert_rank(batch.obs, 4)  # (B, T+1, N, O)
     prev_actions = jnp.concatenate([jnp.zeros_like(batch.actions[:, :1]), batch.actions[:, :-1]], axis=1)
@@ -38,9 +41,60 @@ def unroll(setup: Setup, agent_params, batch: Episode) -> tuple[chex.Array, chex
     xs = jax.tree.map(lambda v: jnp.swapaxes(v, 0, 1), (features, reset))
     _, hidden = jax.lax.scan(step, zero_carry((reset.shape[0], setup.spec.num_agents),
                                               setup.config.agent.hidden_dim), xs)
-    hidden = jax.tree.map(lambda v: jnp.swapaxes(v, 0, 1), hidden)
-    out = agent.apply(agent_params, hidden, method=AgentNetwork.heads)
+    return jax.tree.map(lambda v: jnp.swapaxes(v, 0, 1), hidden)
+
+
+def unroll(setup: Setup, agent_params, batch: Episode) -> tuple[chex.Array, chex.Array]:
+    """Agent outputs over whole episodes: (B, T+1, N, A, M) atoms, (B, T+1, N, K) scores."""
+    out = setup.agent.apply(agent_params, recurrent_states(setup, agent_params, batch), method=AgentNetwork.heads)
     return out.atoms, out.scores
+
+
+# The double-Q argmax sorts every action's atoms (M > 32) at every next step; it does so only
+# for the rows where the choice matters, packed into the smallest of these fractions of all rows.
+_CHOICE_FRACTIONS = (8, 4, 2)
+
+
+def greedy_next_actions(setup: Setup, atoms: chex.Array, scores: chex.Array, avail: chex.Array,
+                        needed: chex.Array, static_alpha: chex.Array) -> chex.Array:
+    """The online network's greedy available actions (B, T, N) from its atoms (B, T, N, A, M) and
+    scores (B, T, N, K), all without gradient; ``needed`` (B, T): the steps whose value is used.
+
+    Where the atoms are sorted for CVaR, only the rows that need a choice are computed: those of
+    needed steps whose agent has more than one available action (a dead agent's only action is
+    its no-op, whatever the values). They are gathered into the smallest of a few fixed sizes
+    that holds them (the size chosen once for all runs), and every other row takes its first
+    available action. At 5m_vs_6m's usual windows a third or less of the rows need one.
+    """
+    def greedy(values: chex.Array, rows_avail: chex.Array) -> chex.Array:
+        return jax.vmap(ops.masked_argmax)(values, rows_avail)
+
+    lead, (num_actions, num_atoms) = avail.shape[:-1], atoms.shape[-2:]
+    flat_atoms, flat_scores = atoms.reshape(-1, num_actions, num_atoms), scores.reshape(-1, scores.shape[-1])
+    flat_avail = avail.reshape(-1, num_actions)
+
+    def all_rows() -> chex.Array:
+        return greedy(values_and_alpha(setup, flat_atoms, flat_scores, static_alpha)[0], flat_avail)
+
+    ascending = setup.config.agent.atom_head == "ascending"
+    if not ops.tail_means_sort(num_atoms, ascending):
+        return all_rows().reshape(lead)
+    rows = flat_avail.shape[0]
+    choose = (jnp.broadcast_to(needed[..., None], lead).reshape(-1)
+              & (jnp.sum(flat_avail.astype(jnp.int32), axis=-1) > 1))
+    first_available = jnp.argmax(flat_avail, axis=-1).astype(jnp.int32)
+
+    def packed(size: int) -> chex.Array:
+        index = jnp.nonzero(choose, size=size, fill_value=rows)[0]  # past the end where unused
+        values = values_and_alpha(setup, flat_atoms.at[index].get(mode="clip"),
+                                  flat_scores.at[index].get(mode="clip"), static_alpha)[0]
+        chosen = greedy(values, flat_avail.at[index].get(mode="clip"))
+        return first_available.at[index].set(chosen, mode="drop")
+
+    sizes = sorted({math.ceil(rows / f) for f in _CHOICE_FRACTIONS})
+    count = max_over_runs(setup, jnp.sum(choose))
+    branch = jnp.sum(count > jnp.asarray(sizes))  # len(sizes): every row
+    return jax.lax.switch(branch, [functools.partial(packed, size) for size in sizes] + [all_rows]).reshape(lead)
 
 
 def take(values: chex.Array, index: chex.Array) -> chex.Array:
@@ -56,7 +110,10 @@ def loss(setup: Setup, params: Params, target_params: Params, batch: Episode, is
     hyper = setup.default_hyper() if hyper is None else hyper
     with_qr = setup.use_qr if with_qr is None else with_qr
     n = setup.spec.num_agents
-    atoms, scores = unroll(setup, params.agent, batch)
+    hidden = recurrent_states(setup, params.agent, batch)
+    out = setup.agent.apply(params.agent, hidden, method=AgentNetwork.heads)
+    # Every action's atoms without gradient (the double-Q argmax); the taken actions' with it.
+    atoms, scores = jax.lax.stop_gradient(out.atoms), out.scores
     target_atoms, target_scores = unroll(setup, target_params.agent, batch)
 
     def value_of(chosen_atoms: chex.Array, agent_scores: chex.Array) -> chex.Array:
@@ -66,13 +123,13 @@ def loss(setup: Setup, params: Params, target_params: Params, batch: Episode, is
     # Only the taken action's value carries a gradient and only the greedy next
     # action's target value is used, so CVaR is computed for those alone; every
     # action's value is needed (without gradient) only for the double-Q argmax.
-    actions = batch.actions[:, :-1]  # (B, T, N)
-    predicted = take(atoms[:, :-1], actions)  # (B, T, N, M)
+    # The taken actions' atoms over all T + 1 entries, so that the head's product is the one
+    # ``heads`` computed (XLA computes it once); the last entry is dropped.
+    predicted = setup.agent.apply(params.agent, hidden.hidden, batch.actions,
+                                  method=AgentNetwork.chosen_atoms)[:, :-1]  # (B, T, N, M)
     taken = value_of(predicted, scores[:, :-1])  # (B, T, N)
-    next_values, _ = values_and_alpha(
-        setup, jax.lax.stop_gradient(atoms[:, 1:]), jax.lax.stop_gradient(scores[:, 1:]), hyper.alpha
-    )  # (B, T, N, A)
-    next_greedy = jax.vmap(jax.vmap(jax.vmap(ops.masked_argmax)))(next_values, batch.avail[:, 1:])
+    next_greedy = greedy_next_actions(setup, atoms[:, 1:], jax.lax.stop_gradient(scores[:, 1:]), batch.avail[:, 1:],
+                                      batch.filled[:, :-1], hyper.alpha)  # (B, T, N)
     next_atoms = take(target_atoms[:, 1:], next_greedy)  # double Q: online argmax, target atoms
     next_target = value_of(next_atoms, target_scores[:, 1:])  # (B, T, N)
 
