@@ -407,6 +407,18 @@ def masked_argmax(values: chex.Array, avail: chex.Array) -> chex.Array:
     return jnp.argmax(jnp.where(avail > 0, values, -jnp.inf)).astype(jnp.int32)
 
 
+def exploration(key: chex.PRNGKey, avail: chex.Array, epsilon: chex.Numeric) -> tuple[chex.Array, chex.Array]:
+    """Whether epsilon-greedy explores (probability epsilon) and the uniform available action it would
+    take: (bool, int32) for avail (A,). ``epsilon_greedy`` with the greedy action left to the caller."""
+    chex.assert_rank(avail, 1)
+    explore_key, choice_key = jax.random.split(key)
+    available = (avail > 0).astype(jnp.float32)
+    random_action = jax.random.choice(
+        choice_key, avail.shape[0], p=available / jnp.sum(available)
+    ).astype(jnp.int32)
+    return jax.random.uniform(explore_key) < epsilon, random_action
+
+
 def epsilon_greedy(
     key: chex.PRNGKey, values: chex.Array, avail: chex.Array, epsilon: chex.Numeric
 ) -> chex.Array:
@@ -422,14 +434,8 @@ def epsilon_greedy(
       int32 action.
     """
     chex.assert_rank([values, avail], 1)
-    explore_key, choice_key = jax.random.split(key)
-    greedy = masked_argmax(values, avail)
-    available = (avail > 0).astype(jnp.float32)
-    random_action = jax.random.choice(
-        choice_key, values.shape[0], p=available / jnp.sum(available)
-    ).astype(jnp.int32)
-    explore = jax.random.uniform(explore_key) < epsilon
-    return jnp.where(explore, random_action, greedy)
+    explore, random_action = exploration(key, avail, epsilon)
+    return jnp.where(explore, random_action, masked_argmax(values, avail))
 
 
 def linear_schedule(start: chex.Numeric, finish: chex.Numeric, duration: chex.Numeric, t: chex.Numeric) -> chex.Array:

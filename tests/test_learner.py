@@ -277,12 +277,14 @@ def scanned_rollout(learner, params, key, epsilon, num_episodes):
     return jax.vmap(one)(jax.random.split(key, num_episodes))
 
 
-@pytest.mark.parametrize("run_axis", [None, "runs"])
-def test_rollout_stops_at_the_longest_episode_and_equals_a_full_length_scan(run_axis):
+@pytest.mark.parametrize("run_axis,atoms", [(None, 10), ("runs", 10), ("runs", 40)])
+def test_rollout_stops_at_the_longest_episode_and_equals_a_full_length_scan(run_axis, atoms):
     """Two runs vmapped (the stop shared over a named axis, or per run as a batched loop): the
-    stored episodes equal those of a scan to the episode limit, entry for entry, and the loop
-    computes exactly as many steps as the longest episode (the step keys it keeps stop there)."""
-    learner = make_learner(load_config(TINY), run_axis=run_axis)
+    stored episodes equal those of a scan to the episode limit that acts env by env through ``act``,
+    entry for entry, and the loop computes exactly as many steps as the longest episode (the step
+    keys it keeps stop there). With 40 atoms the rollout's greedy choices are packed
+    (``greedy_actions``)."""
+    learner = make_learner(load_config(TINY + [f"agent.num_atoms={atoms}"]), run_axis=run_axis)
     params = jax.vmap(lambda k: learner.init(k).params)(jax.random.split(jax.random.PRNGKey(0), 2))
     keys = jax.random.split(jax.random.PRNGKey(5), 2)
     epsilon = jnp.asarray([1.0, 0.3])  # random and near-greedy: some episodes end early, some run to the limit
@@ -307,12 +309,11 @@ def test_rollout_stops_at_the_longest_episode_and_equals_a_full_length_scan(run_
 
 
 @pytest.mark.parametrize("method", ["rmix", "rmix_static"])
-def test_packed_greedy_next_actions_equal_every_rows_argmax(method):
-    """The double-Q argmax computed only for rows that need a choice (packed into a smaller array) gives
-    every needed row's argmax over all rows, whichever packed size the count of such rows picks; rows
-    with one available action take it."""
-    from rmix_jax.learner.acting import values_and_alpha
-    from rmix_jax.learner.losses import greedy_next_actions
+def test_packed_greedy_actions_equal_every_rows_argmax(method):
+    """Greedy actions computed only for rows that need a choice (packed into a smaller array): every
+    needed row's argmax over all rows, whichever packed size the count of such rows picks; rows with
+    one available action take it."""
+    from rmix_jax.learner.acting import greedy_actions, values_and_alpha
     from rmix_jax.ops import masked_argmax
 
     setup = make_learner(load_config(TINY + [f"method={method}", "agent.num_atoms=40", "agent.alpha=0.3"])).setup
@@ -323,13 +324,13 @@ def test_packed_greedy_next_actions_equal_every_rows_argmax(method):
     alpha = jnp.float32(0.3)
     full_values = values_and_alpha(setup, atoms, scores, alpha)[0]
     for fill in (1, 2, 3, 6):  # needed steps per episode: 1/6 .. all of the rows
-        needed = jnp.asarray(np.arange(t)[None, :] < fill).repeat(b, 0)
+        needed = jnp.asarray(np.arange(t)[None, :, None] < fill).repeat(b, 0).repeat(n, 2)
         avail = rng.uniform(size=(b, t, n, a)) < 0.6
         avail[..., 0] |= ~avail.any(-1)
         avail[:, :, 1] = np.eye(a, dtype=bool)[2] if fill == 3 else avail[:, :, 1]  # one action: its only choice
         avail = jnp.asarray(avail)
         want = jax.vmap(masked_argmax)(full_values.reshape(-1, a), avail.reshape(-1, a)).reshape(b, t, n)
-        got = jax.jit(lambda *x: greedy_next_actions(setup, *x))(atoms, scores, avail, needed, alpha)
+        got = jax.jit(lambda *x: greedy_actions(setup, *x))(atoms, scores, avail, needed, alpha)
         np.testing.assert_array_equal(np.asarray(got)[np.asarray(needed)], np.asarray(want)[np.asarray(needed)])
         if fill == 3:
             assert np.all(np.asarray(got)[:, :, 1] == 2)

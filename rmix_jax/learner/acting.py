@@ -10,6 +10,7 @@ O obs, I agent input.
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any, NamedTuple
 
 import chex
@@ -73,6 +74,59 @@ def values_and_alpha(setup: Setup, atoms: chex.Array, scores: chex.Array,
     return tree_select(use_static, static(), learned)
 
 
+def acted_alpha(setup: Setup, scores: chex.Array, static_alpha: chex.Array | None = None) -> chex.Array:
+    """The alpha ``values_and_alpha`` acts on, from the scores (..., K) alone: (...)."""
+    static_alpha = jnp.float32(setup.config.agent.alpha) if static_alpha is None else static_alpha
+    static = jnp.full(scores.shape[:-1], static_alpha, jnp.float32)
+    if setup.mode == "static":
+        return static
+    learned = ops.level_to_alpha(jnp.argmax(scores, axis=-1), setup.num_levels)
+    return jnp.where(static_alpha != LEARNED_ALPHA, static, learned) if setup.mixed_alpha else learned
+
+
+# Choosing greedy actions sorts every action's atoms (M > 32); it is done only for the rows
+# that need a choice, packed into the smallest of these fractions of all rows that holds them.
+_CHOICE_FRACTIONS = (8, 4, 2)
+
+
+def greedy_actions(setup: Setup, atoms: chex.Array, scores: chex.Array, avail: chex.Array,
+                   needed: chex.Array, static_alpha: chex.Array) -> chex.Array:
+    """Greedy available actions (...) from atoms (..., A, M), scores (..., K) and avail (..., A), exact
+    where ``needed`` (...) and the agent has more than one available action; elsewhere the first
+    available action (a dead agent's only action, its no-op, whatever the values).
+
+    Where the CVaR sorts the atoms, only the rows that need a choice are computed, gathered into
+    the smallest of a few fixed sizes that holds them (chosen once for all runs under the setup's
+    run axis); otherwise, or when most rows need one, every row is computed. The training loss's
+    double-Q argmax and the jitted rollout's acting both choose through this.
+    """
+    lead, (num_actions, num_atoms) = avail.shape[:-1], atoms.shape[-2:]
+    flat_atoms, flat_scores = atoms.reshape(-1, num_actions, num_atoms), scores.reshape(-1, scores.shape[-1])
+    flat_avail = avail.reshape(-1, num_actions)
+
+    def greedy(rows_atoms: chex.Array, rows_scores: chex.Array, rows_avail: chex.Array) -> chex.Array:
+        values = values_and_alpha(setup, rows_atoms, rows_scores, static_alpha)[0]
+        return jax.vmap(ops.masked_argmax)(values, rows_avail)
+
+    def all_rows() -> chex.Array:
+        return greedy(flat_atoms, flat_scores, flat_avail)
+
+    if not ops.tail_means_sort(num_atoms, setup.config.agent.atom_head == "ascending"):
+        return all_rows().reshape(lead)
+    rows = flat_avail.shape[0]
+    choose = needed.reshape(-1) & (jnp.sum(flat_avail.astype(jnp.int32), axis=-1) > 1)
+    first_available = jnp.argmax(flat_avail, axis=-1).astype(jnp.int32)
+
+    def packed(size: int) -> chex.Array:
+        index = jnp.nonzero(choose, size=size, fill_value=rows)[0]  # past the end where unused
+        chosen = greedy(*(x.at[index].get(mode="clip") for x in (flat_atoms, flat_scores, flat_avail)))
+        return first_available.at[index].set(chosen, mode="drop")
+
+    sizes = sorted({math.ceil(rows / f) for f in _CHOICE_FRACTIONS})
+    branch = jnp.sum(max_over_runs(setup, jnp.sum(choose)) > jnp.asarray(sizes))  # len(sizes): every row
+    return jax.lax.switch(branch, [functools.partial(packed, size) for size in sizes] + [all_rows]).reshape(lead)
+
+
 def learns_alpha(setup: Setup, hyper: Hyper) -> chex.Array:
     """Whether a run acts on the predictor's alpha (False for static alpha, per run in a mixed sweep)."""
     if setup.mode == "static":
@@ -104,22 +158,46 @@ def start_actor(setup: Setup) -> Actor:
     )
 
 
-def act(setup: Setup, policy: Policy, actor: Actor, obs: chex.Array, avail: chex.Array, first: chex.Array,
-        key: chex.PRNGKey) -> tuple[Actor, chex.Array, chex.Array]:
-    """One policy step of one env's N agents (obs (N, O), avail (N, A)); ``first``: the episode's first step.
-
-    Returns the next carry, the epsilon-greedy actions (N,) and the alphas acted on (N,).
-    """
+def _policy_outputs(setup: Setup, policy: Policy, actor: Actor, obs: chex.Array, avail: chex.Array,
+                    first: chex.Array, key: chex.PRNGKey):
+    """One env's step up to the greedy choice: inputs, carry, network outputs, the alphas acted on,
+    and epsilon-greedy's exploration flags and random actions (N,)."""
     n, a_dim = setup.spec.num_agents, setup.spec.num_actions
     chex.assert_shape(obs, (n, setup.spec.obs_dim))
     chex.assert_shape(avail, (n, a_dim))
     inputs = build_inputs(obs, actor.last_actions, first, a_dim)
     agent_carry, out = setup.agent.apply(policy.params.agent, actor.agent_carry, inputs, actor.prev_inputs,
                                          jnp.full((n,), first))
-    values, alpha = values_and_alpha(setup, out.atoms, out.scores, policy.static_alpha)
-    actions = jax.vmap(ops.epsilon_greedy, in_axes=(0, 0, 0, None))(
-        jax.random.split(key, n), values, avail, policy.epsilon
-    )
+    alpha = acted_alpha(setup, out.scores, policy.static_alpha)
+    explore, random_action = jax.vmap(ops.exploration, in_axes=(0, 0, None))(jax.random.split(key, n), avail,
+                                                                           policy.epsilon)
+    return inputs, agent_carry, out, alpha, explore, random_action
+
+
+def act(setup: Setup, policy: Policy, actor: Actor, obs: chex.Array, avail: chex.Array, first: chex.Array,
+        key: chex.PRNGKey) -> tuple[Actor, chex.Array, chex.Array]:
+    """One policy step of one env's N agents (obs (N, O), avail (N, A)); ``first``: the episode's first step.
+
+    Returns the next carry, the epsilon-greedy actions (N,) and the alphas acted on (N,). The jitted
+    rollout makes the same choices for all its envs at once (``act_all``).
+    """
+    inputs, agent_carry, out, alpha, explore, random_action = _policy_outputs(setup, policy, actor, obs, avail,
+                                                                              first, key)
+    values = values_and_alpha(setup, out.atoms, out.scores, policy.static_alpha)[0]
+    actions = jnp.where(explore, random_action, jax.vmap(ops.masked_argmax)(values, avail))
+    return Actor(agent_carry, actions, inputs), actions, alpha
+
+
+def act_all(setup: Setup, policy: Policy, actors: Actor, obs: chex.Array, avail: chex.Array, first: chex.Array,
+            keys: chex.PRNGKey, done: chex.Array) -> tuple[Actor, chex.Array, chex.Array]:
+    """``act`` for E envs at once (obs (E, N, O), avail (E, N, A), keys (E, 2), ``done`` (E,) the envs whose
+    episode has ended): the same actions, but the greedy choice is computed (``greedy_actions``) only
+    for the agents that neither explore nor have a single available action, in envs still running."""
+    inputs, agent_carry, out, alpha, explore, random_action = jax.vmap(
+        functools.partial(_policy_outputs, setup, policy), in_axes=(0, 0, 0, None, 0)
+    )(actors, obs, avail, first, keys)
+    greedy = greedy_actions(setup, out.atoms, out.scores, avail, ~explore & ~done[:, None], policy.static_alpha)
+    actions = jnp.where(explore, random_action, greedy)
     return Actor(agent_carry, actions, inputs), actions, alpha
 
 
@@ -177,15 +255,18 @@ class _EpisodeCarry(NamedTuple):
 
 def _episode_step(setup: Setup, policy: Policy, c: _EpisodeCarry, t: chex.Array
                   ) -> tuple[_EpisodeCarry, Episode, tuple[Any, chex.PRNGKey]]:
-    """Step ``t`` of one episode: the next carry, the stored step, and (env state, step key) before it."""
-    key, act_key, env_key = jax.random.split(c.key, 3)
+    """Step ``t`` of E episodes (carry (E, ...)): the next carry, the stored steps, and (env states,
+    step keys) before them."""
+    keys = jax.vmap(lambda k: jax.random.split(k, 3))(c.key)
+    key, act_key, env_key = keys[:, 0], keys[:, 1], keys[:, 2]
     first = t == 0
-    actor, actions, alpha = act(setup, policy, c.actor, c.timestep.obs, c.timestep.avail, first, act_key)
-    env_state, next_ts = setup.env.step(env_key, c.env_state, actions)
+    actor, actions, alpha = act_all(setup, policy, c.actor, c.timestep.obs, c.timestep.avail, first, act_key,
+                                    c.done)
+    env_state, next_ts = jax.vmap(setup.env.step)(env_key, c.env_state, actions)
     # After the end the env is frozen, and the step is stored as padding.
-    env_state = tree_select(c.done, c.env_state, env_state)
-    next_ts = tree_select(c.done, c.timestep, next_ts)
-    record = step_record(c.timestep, actions, alpha, next_ts, c.done, first)
+    env_state = jax.vmap(tree_select)(c.done, c.env_state, env_state)
+    next_ts = jax.vmap(tree_select)(c.done, c.timestep, next_ts)
+    record = step_record(c.timestep, actions, alpha, next_ts, c.done, jnp.full(c.done.shape, first))
     done = c.done | next_ts.terminated | next_ts.truncated
     return _EpisodeCarry(env_state, next_ts, actor, done, key), record, (c.env_state, env_key)
 
@@ -232,7 +313,7 @@ def run_episodes(setup: Setup, policy: Policy, keys: chex.PRNGKey, keep_env_stat
     num = keys.shape[0]
     actors = jax.vmap(lambda _: start_actor(setup))(jnp.arange(num))
     episodes = _EpisodeCarry(env_states, timesteps, actors, jnp.zeros((num,), bool), split[:, 1])
-    step = jax.vmap(functools.partial(_episode_step, setup, policy), in_axes=(0, None))
+    step = functools.partial(_episode_step, setup, policy)
     # Shapes of one step's outputs, for the preallocated buffers.
     _, record_shape, trace_shape = jax.eval_shape(step, episodes, jnp.int32(0))
 

@@ -7,16 +7,13 @@ A actions, M atoms, K risk levels, G mixer outputs (1, or N for IQL).
 
 from __future__ import annotations
 
-import functools
-import math
-
 import chex
 import jax
 import jax.numpy as jnp
 
 from rmix_jax import ops
-from rmix_jax.learner.acting import build_inputs, values_and_alpha
-from rmix_jax.learner.setup import Setup, max_over_runs
+from rmix_jax.learner.acting import build_inputs, greedy_actions, values_and_alpha
+from rmix_jax.learner.setup import Setup
 from rmix_jax.learner.types import Episode, Hyper, Params
 from rmix_jax.networks import AgentCarry, AgentNetwork, zero_carry
 
@@ -50,53 +47,6 @@ def unroll(setup: Setup, agent_params, batch: Episode) -> tuple[chex.Array, chex
     return out.atoms, out.scores
 
 
-# The double-Q argmax sorts every action's atoms (M > 32) at every next step; it does so only
-# for the rows where the choice matters, packed into the smallest of these fractions of all rows.
-_CHOICE_FRACTIONS = (8, 4, 2)
-
-
-def greedy_next_actions(setup: Setup, atoms: chex.Array, scores: chex.Array, avail: chex.Array,
-                        needed: chex.Array, static_alpha: chex.Array) -> chex.Array:
-    """The online network's greedy available actions (B, T, N) from its atoms (B, T, N, A, M) and
-    scores (B, T, N, K), all without gradient; ``needed`` (B, T): the steps whose value is used.
-
-    Where the atoms are sorted for CVaR, only the rows that need a choice are computed: those of
-    needed steps whose agent has more than one available action (a dead agent's only action is
-    its no-op, whatever the values). They are gathered into the smallest of a few fixed sizes
-    that holds them (the size chosen once for all runs), and every other row takes its first
-    available action. At 5m_vs_6m's usual windows a third or less of the rows need one.
-    """
-    def greedy(values: chex.Array, rows_avail: chex.Array) -> chex.Array:
-        return jax.vmap(ops.masked_argmax)(values, rows_avail)
-
-    lead, (num_actions, num_atoms) = avail.shape[:-1], atoms.shape[-2:]
-    flat_atoms, flat_scores = atoms.reshape(-1, num_actions, num_atoms), scores.reshape(-1, scores.shape[-1])
-    flat_avail = avail.reshape(-1, num_actions)
-
-    def all_rows() -> chex.Array:
-        return greedy(values_and_alpha(setup, flat_atoms, flat_scores, static_alpha)[0], flat_avail)
-
-    ascending = setup.config.agent.atom_head == "ascending"
-    if not ops.tail_means_sort(num_atoms, ascending):
-        return all_rows().reshape(lead)
-    rows = flat_avail.shape[0]
-    choose = (jnp.broadcast_to(needed[..., None], lead).reshape(-1)
-              & (jnp.sum(flat_avail.astype(jnp.int32), axis=-1) > 1))
-    first_available = jnp.argmax(flat_avail, axis=-1).astype(jnp.int32)
-
-    def packed(size: int) -> chex.Array:
-        index = jnp.nonzero(choose, size=size, fill_value=rows)[0]  # past the end where unused
-        values = values_and_alpha(setup, flat_atoms.at[index].get(mode="clip"),
-                                  flat_scores.at[index].get(mode="clip"), static_alpha)[0]
-        chosen = greedy(values, flat_avail.at[index].get(mode="clip"))
-        return first_available.at[index].set(chosen, mode="drop")
-
-    sizes = sorted({math.ceil(rows / f) for f in _CHOICE_FRACTIONS})
-    count = max_over_runs(setup, jnp.sum(choose))
-    branch = jnp.sum(count > jnp.asarray(sizes))  # len(sizes): every row
-    return jax.lax.switch(branch, [functools.partial(packed, size) for size in sizes] + [all_rows]).reshape(lead)
-
-
 def take(values: chex.Array, index: chex.Array) -> chex.Array:
     """values (..., A, *rest), index (...) -> (..., *rest)."""
     expanded = index.reshape(index.shape + (1,) * (values.ndim - index.ndim))
@@ -128,8 +78,9 @@ def loss(setup: Setup, params: Params, target_params: Params, batch: Episode, is
     predicted = setup.agent.apply(params.agent, hidden.hidden, batch.actions,
                                   method=AgentNetwork.chosen_atoms)[:, :-1]  # (B, T, N, M)
     taken = value_of(predicted, scores[:, :-1])  # (B, T, N)
-    next_greedy = greedy_next_actions(setup, atoms[:, 1:], jax.lax.stop_gradient(scores[:, 1:]), batch.avail[:, 1:],
-                                      batch.filled[:, :-1], hyper.alpha)  # (B, T, N)
+    needed = jnp.broadcast_to(batch.filled[:, :-1, None], batch.actions[:, :-1].shape)  # (B, T, N)
+    next_greedy = greedy_actions(setup, atoms[:, 1:], jax.lax.stop_gradient(scores[:, 1:]), batch.avail[:, 1:],
+                                 needed, hyper.alpha)  # (B, T, N)
     next_atoms = take(target_atoms[:, 1:], next_greedy)  # double Q: online argmax, target atoms
     next_target = value_of(next_atoms, target_scores[:, 1:])  # (B, T, N)
 
