@@ -245,8 +245,11 @@ def ascending_atoms(raw: chex.Array) -> chex.Array:
 
 
 def _chosen_forward(inputs, kernel, bias, onehot):
-    full = (inputs @ kernel + bias).reshape(*inputs.shape[:-1], onehot.shape[-1], -1)  # (R, A, M)
-    return jnp.einsum("ram,ra->rm", full, onehot)
+    # The bias is added after the choice: the product's (R, A*M) output is read once, by the
+    # contraction with the one-hot, rather than copied with the bias added first.
+    num_actions = onehot.shape[-1]
+    full = (inputs @ kernel).reshape(*inputs.shape[:-1], num_actions, -1)  # (R, A, M)
+    return jnp.einsum("ram,ra->rm", full, onehot) + onehot @ bias.reshape(num_actions, -1)
 
 
 @jax.custom_vjp
