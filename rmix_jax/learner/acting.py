@@ -64,18 +64,18 @@ def values_and_alpha(setup: Setup, atoms: chex.Array, scores: chex.Array,
     chex.assert_shape(scores, (*lead, num_levels))
     flat_scores = scores.reshape(-1, num_levels)
     all_levels = ops.cvar_all_levels(flat_atoms, num_levels, ascending)  # (R, A, K)
-    values, level, _ = jax.vmap(ops.risk_sensitive_choice, in_axes=(0, 0, None))(
+    values, _, _ = jax.vmap(ops.risk_sensitive_choice, in_axes=(0, 0, None))(
         all_levels, flat_scores, setup.mode == "straight_through"
     )
-    learned = values.reshape(*lead, num_values), ops.level_to_alpha(level, num_levels).reshape(lead)
+    values, alpha = values.reshape(*lead, num_values), acted_alpha(setup, scores, static_alpha)
     if not setup.mixed_alpha:
-        return learned
-    use_static = static_alpha != LEARNED_ALPHA
-    return tree_select(use_static, static(), learned)
+        return values, alpha
+    return jnp.where(static_alpha != LEARNED_ALPHA, static()[0], values), alpha
 
 
 def acted_alpha(setup: Setup, scores: chex.Array, static_alpha: chex.Array | None = None) -> chex.Array:
-    """The alpha ``values_and_alpha`` acts on, from the scores (..., K) alone: (...)."""
+    """The alpha acted on, from the scores (..., K) alone: (...): the level the predictor scores highest,
+    or the static alpha (per run in a mixed sweep). ``values_and_alpha`` returns it too."""
     static_alpha = jnp.float32(setup.config.agent.alpha) if static_alpha is None else static_alpha
     static = jnp.full(scores.shape[:-1], static_alpha, jnp.float32)
     if setup.mode == "static":
@@ -90,15 +90,16 @@ _CHOICE_FRACTIONS = (8, 4, 2)
 
 
 def greedy_actions(setup: Setup, atoms: chex.Array, scores: chex.Array, avail: chex.Array,
-                   needed: chex.Array, static_alpha: chex.Array) -> chex.Array:
+                   needed: chex.Array, static_alpha: chex.Array, pack: bool = True) -> chex.Array:
     """Greedy available actions (...) from atoms (..., A, M), scores (..., K) and avail (..., A), exact
     where ``needed`` (...) and the agent has more than one available action; elsewhere the first
     available action (a dead agent's only action, its no-op, whatever the values).
 
     Where the CVaR sorts the atoms, only the rows that need a choice are computed, gathered into
     the smallest of a few fixed sizes that holds them (chosen once for all runs under the setup's
-    run axis); otherwise, or when most rows need one, every row is computed. The training loss's
-    double-Q argmax and the jitted rollout's acting both choose through this.
+    run axis); otherwise, when most rows need one, or without ``pack`` (where the caller is vmapped
+    without the run axis, as ``act`` under the host runner is), every row is computed. The training
+    loss's double-Q argmax and both kinds of acting choose through this.
     """
     lead, (num_actions, num_atoms) = avail.shape[:-1], atoms.shape[-2:]
     flat_atoms, flat_scores = atoms.reshape(-1, num_actions, num_atoms), scores.reshape(-1, scores.shape[-1])
@@ -111,7 +112,7 @@ def greedy_actions(setup: Setup, atoms: chex.Array, scores: chex.Array, avail: c
     def all_rows() -> chex.Array:
         return greedy(flat_atoms, flat_scores, flat_avail)
 
-    if not ops.tail_means_sort(num_atoms, setup.config.agent.atom_head == "ascending"):
+    if not (pack and ops.tail_means_sort(num_atoms, setup.config.agent.atom_head == "ascending")):
         return all_rows().reshape(lead)
     rows = flat_avail.shape[0]
     choose = needed.reshape(-1) & (jnp.sum(flat_avail.astype(jnp.int32), axis=-1) > 1)
@@ -183,8 +184,8 @@ def act(setup: Setup, policy: Policy, actor: Actor, obs: chex.Array, avail: chex
     """
     inputs, agent_carry, out, alpha, explore, random_action = _policy_outputs(setup, policy, actor, obs, avail,
                                                                               first, key)
-    values = values_and_alpha(setup, out.atoms, out.scores, policy.static_alpha)[0]
-    actions = jnp.where(explore, random_action, jax.vmap(ops.masked_argmax)(values, avail))
+    greedy = greedy_actions(setup, out.atoms, out.scores, avail, ~explore, policy.static_alpha, pack=False)
+    actions = jnp.where(explore, random_action, greedy)
     return Actor(agent_carry, actions, inputs), actions, alpha
 
 
