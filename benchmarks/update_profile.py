@@ -62,7 +62,7 @@ def profile(overrides: list[str], num_seeds: int, repeats: int, window: int | No
     if window is not None:  # the first ``window`` entries of each episode, as an update's time window takes them
         if not 2 <= window <= stored:
             raise SystemExit(f"--window {window}: must be between 2 and the {stored} entries an episode is stored "
-                             f"with (train.time_windows' sizes are {list(learner.setup.window_sizes)})")
+                             f"with (the update's layouts are {list(learner.setup.layouts)})")
         batch = jax.tree.map(lambda v: v[:, :, :window], batch)
 
     def recurrence(agent_params, episodes):

@@ -42,6 +42,7 @@ def test_env_presets_and_overrides():
         (["train.bogus=1"], ["train.bogus", "unknown key"]),
         (["train.t_max=abc"], ["train.t_max", "whole number"]),
         (["nonsense"], ["key=value"]),
+        (["env=smax", "train.time_windows=4"], ["train.time_windows", "train.pack_episodes"]),
     ],
 )
 def test_bad_values_give_one_line_naming_the_key(override, words):

@@ -72,6 +72,9 @@ class TrainConfig:
     num_envs: int = 8  # episodes collected per iteration
     updates_per_iteration: int = 1
     time_windows: int = 1  # an update's loss runs over the shortest of this many time windows that fits its batch
+    # Or: the update's loss runs on the sampled episodes laid end to end in the fewest of B/8, B/4, 3B/8,
+    # B/2 or B rows of the episode limit that holds them (B the batch size; replaces time_windows).
+    pack_episodes: bool = False
     buffer_size: int = 5000  # episodes
     batch_size: int = 32  # episodes
     gamma: float = 0.99
@@ -263,6 +266,8 @@ def validate(config: Config) -> Config:
                  "epsilon_anneal_steps", "time_windows"):
         value = getattr(t, name)
         _check(value >= 1, f"train.{name}", value, "use a whole number >= 1")
+    _check(not (t.pack_episodes and t.time_windows > 1), "train.time_windows", t.time_windows,
+           "train.pack_episodes=true replaces time windows: set train.time_windows=1 (or train.pack_episodes=false)")
     _check(t.on_nonfinite in NONFINITE_ACTIONS, "train.on_nonfinite", t.on_nonfinite,
            f"choose one of {', '.join(NONFINITE_ACTIONS)}")
     _check(t.test_interval >= 0, "train.test_interval", t.test_interval, "use >= 0 (0 tests every iterations_per_eval)")

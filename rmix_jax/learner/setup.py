@@ -15,7 +15,7 @@ import flashbax as fbx
 import jax
 import optax
 
-from rmix_jax.config import Config
+from rmix_jax.config import Config, TrainConfig
 from rmix_jax.envs import ArrayEnv, EnvSpec, make_env
 from rmix_jax.learner.types import Hyper, hyper_from_config
 from rmix_jax.networks import AgentNetwork, make_mixer
@@ -36,7 +36,10 @@ class Setup:
     mode: str
     mixed_alpha: bool  # built for a sweep mixing static and learned alpha (chosen per run by Hyper.alpha)
     use_qr: bool  # the quantile-regression update runs
-    window_sizes: tuple[int, ...]  # the loss's time windows, the last the whole stored episode
+    # The (rows, entries) shapes an update's loss can run on, ascending, the last the whole sampled
+    # batch: (B, w) for each time window w, or with ``packs`` (B', T + 1) for each row count B'.
+    layouts: tuple[tuple[int, int], ...]
+    packs: bool  # the layouts hold the sampled episodes laid end to end (``packing.pack``)
     run_axis: str | None  # the name of the vmap axis over runs, or None
     max_chunks: int  # chunks the config's t_max needs (the length of ``train``'s metrics history)
 
@@ -85,11 +88,22 @@ def make_setup(config: Config, env: ArrayEnv | None = None, run_axis: str | None
         mode="straight_through" if mixed_alpha and ac.risk_predictor == "static" else ac.risk_predictor,
         mixed_alpha=mixed_alpha,
         use_qr=tc.use_qr,
-        # ``train.time_windows`` evenly spaced lengths: an update runs over the shortest that holds its batch.
-        window_sizes=tuple(sorted({math.ceil(k * t_len / tc.time_windows) + 1 for k in range(1, tc.time_windows + 1)})),
+        layouts=loss_layouts(tc, t_len + 1),
+        packs=tc.pack_episodes,
         run_axis=run_axis,
         max_chunks=math.ceil(tc.t_max / (tc.iterations_per_eval * tc.num_envs)) + 1,
     )
+
+
+def loss_layouts(tc: TrainConfig, length: int) -> tuple[tuple[int, int], ...]:
+    """The shapes an update's loss runs on: with ``train.pack_episodes``, rows of all ``length``
+    entries, B/8, B/4, 3B/8, B/2 or B of them; else all B episodes over ``train.time_windows``
+    evenly spaced windows, the last all ``length`` entries."""
+    batch = tc.batch_size
+    if tc.pack_episodes:
+        return tuple((rows, length) for rows in sorted({math.ceil(k * batch / 8) for k in (1, 2, 3, 4, 8)}))
+    windows = sorted({math.ceil(k * (length - 1) / tc.time_windows) + 1 for k in range(1, tc.time_windows + 1)})
+    return tuple((batch, window) for window in windows)
 
 
 def max_over_runs(setup: Setup, value: chex.Array) -> chex.Array:

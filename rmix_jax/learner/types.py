@@ -111,7 +111,7 @@ class UpdateStats(NamedTuple):
     qr_loss_sum: chex.Array
     qr_count: chex.Array
     grad_norm_sum: chex.Array
-    window_sum: chex.Array  # entries per episode the update's loss ran over (0 without an update)
+    window_sum: chex.Array  # entries the update's loss ran over per sampled episode (rows x entries / B; 0 without)
     alpha_entropy_sum: chex.Array  # mean entropy of P(alpha) over the batch's filled agent-steps (nats)
     risk_grad_norm_sum: chex.Array  # norm of the TD loss's gradient reaching the predictor (TD updates)
 

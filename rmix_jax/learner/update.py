@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import optax
 
 from rmix_jax.learner.losses import loss
+from rmix_jax.learner.packing import entries_per_episode, pack, rows_needed
 from rmix_jax.learner.setup import Setup, max_over_runs
 from rmix_jax.learner.types import Episode, EpisodeStats, Params, TrainState, UpdateStats, tree_select
 from rmix_jax.networks import predictor_norm
@@ -27,7 +28,7 @@ def step_params(params: Params, updates: Any, lr: chex.Array) -> Params:
 
 def update(setup: Setup, state: TrainState, key: chex.PRNGKey) -> tuple[TrainState, UpdateStats]:
     """One gradient update of one run from a batch sampled from its replay (none before it can sample)."""
-    buffer, use_qr, window_sizes = setup.buffer, setup.use_qr, setup.window_sizes
+    buffer, use_qr, layouts = setup.buffer, setup.use_qr, setup.layouts
     batch = buffer.sample(state.buffer_state, key).experience
     can_learn = buffer.can_sample(state.buffer_state)
     is_qr = (
@@ -36,22 +37,29 @@ def update(setup: Setup, state: TrainState, key: chex.PRNGKey) -> tuple[TrainSta
         & (state.t_env - state.last_qr_t_env >= state.hyper.qr_interval)
     )
 
-    def loss_and_grads(with_qr: bool, size: int) -> tuple[tuple[chex.Array, dict], Params]:
-        window = jax.tree.map(lambda v: v[:, :size], batch)  # the first ``size`` entries of each episode
+    def loss_and_grads(with_qr: bool, rows: int, entries: int) -> tuple[tuple[chex.Array, dict], Params]:
+        if rows < batch.filled.shape[0]:  # the episodes laid end to end in ``rows`` rows
+            laid_out = pack(batch, rows)
+        else:  # the first ``entries`` entries of each episode
+            laid_out = jax.tree.map(lambda v: v[:, :entries], batch)
         return jax.value_and_grad(functools.partial(loss, setup), has_aux=True)(
-            state.params, state.target_params, window, is_qr, state.hyper, with_qr
+            state.params, state.target_params, laid_out, is_qr, state.hyper, with_qr
         )
 
-    # One branch per (QR loss or not, time window); the branch is chosen once for all runs
+    # One branch per (QR loss or not, layout); the branch is chosen once for all runs
     # (reduced over the run axis), so a vmapped update computes only that one.
     with_qr_options = (False, True) if use_qr else (False,)
-    branches = [lambda q=q, s=s: loss_and_grads(q, s) for q in with_qr_options for s in window_sizes]
+    branches = [lambda q=q, r=r, e=e: loss_and_grads(q, r, e) for q in with_qr_options for r, e in layouts]
     # The QR loss (M x M atom pairs per agent and step) only where some run needs it.
     any_qr = max_over_runs(setup, is_qr.astype(jnp.int32)) > 0
-    # The shortest window that holds every sampled episode and the entry after its last step.
-    needed = max_over_runs(setup, jnp.max(jnp.sum(batch.filled, axis=1)) + 1)
-    window_index = jnp.sum(needed > jnp.asarray(window_sizes[:-1]))
-    branch = window_index + len(window_sizes) * any_qr.astype(jnp.int32) if use_qr else window_index
+    # The smallest layout that holds every run's sampled episodes: the fewest rows that hold them
+    # end to end, or the shortest window that holds each episode and the entry after its last step.
+    if setup.packs:
+        needed, sizes = rows_needed(batch), [rows for rows, _ in layouts]
+    else:
+        needed, sizes = jnp.max(entries_per_episode(batch)), [entries for _, entries in layouts]
+    layout_index = jnp.sum(max_over_runs(setup, needed) > jnp.asarray(sizes[:-1]))
+    branch = layout_index + len(layouts) * any_qr.astype(jnp.int32) if use_qr else layout_index
     (_, aux), grads = jax.lax.switch(branch, branches)  # a single branch is simply called
     do_td = can_learn & ~is_qr
     do_qr = can_learn & is_qr
@@ -76,7 +84,8 @@ def update(setup: Setup, state: TrainState, key: chex.PRNGKey) -> tuple[TrainSta
         qr_loss_sum=jnp.where(do_qr, aux["qr_loss"], 0.0),
         qr_count=do_qr.astype(jnp.float32),
         grad_norm_sum=jnp.where(can_learn, optax.tree.norm(grads), 0.0),
-        window_sum=jnp.where(can_learn, jnp.asarray(window_sizes)[window_index], 0).astype(jnp.float32),
+        window_sum=jnp.where(can_learn, jnp.asarray([r * e / batch.filled.shape[0] for r, e in layouts])[layout_index],
+                             0.0).astype(jnp.float32),
         alpha_entropy_sum=jnp.where(can_learn, aux["alpha_entropy"], 0.0),
         risk_grad_norm_sum=jnp.where(do_td, predictor_norm(grads.agent), 0.0),
     )
