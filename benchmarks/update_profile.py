@@ -14,8 +14,9 @@ computes before the optimiser step when some run makes a QR update; ``TD only`` 
 loss+grad without the QR loss, what every other update computes (the QR loss is skipped
 by a ``lax.cond`` over the runs, ``make_learner``'s ``run_axis``). The batch is
 ``train.batch_size`` episodes collected by the untrained policy, padded to the episode
-limit as stored, or with ``--window W`` their first W entries: the time window an update
-runs over (``train.time_windows``; on SMAX 5m_vs_6m early in training usually 26 or 51).
+limit as stored, or with ``--window W`` their first W entries (the time window an update
+runs over with ``train.time_windows``), or with ``--pack`` laid end to end in the fewest of
+the update's row counts that holds them (``train.pack_episodes``, the SMAX preset).
 Prints a table and writes JSON; all rows run in one process, one after another.
 """
 
@@ -32,6 +33,7 @@ import jax.numpy as jnp
 
 from rmix_jax.config import load_config
 from rmix_jax.learner import make_learner
+from rmix_jax.learner.packing import pack, rows_needed
 
 METHODS = {"rmix": ["method=rmix"], "rmix_static": ["method=rmix_static", "agent.alpha=0.5"], "qmix": ["method=qmix"]}
 
@@ -45,7 +47,7 @@ def mean_ms(fn, *args, repeats: int) -> float:
     return (time.perf_counter() - started) / repeats * 1e3
 
 
-def profile(overrides: list[str], num_seeds: int, repeats: int, window: int | None = None) -> dict:
+def profile(overrides: list[str], num_seeds: int, repeats: int, window: int | None = None, pack_rows: bool = False) -> dict:
     config = load_config(overrides + [f"num_seeds={num_seeds}"])
     learner = make_learner(config)
     tc = config.train
@@ -59,6 +61,10 @@ def profile(overrides: list[str], num_seeds: int, repeats: int, window: int | No
     rollout = jax.jit(jax.vmap(lambda p, k, e: collect(p, k, e, tc.num_envs)))
     batch = jax.jit(jax.vmap(lambda p, k, e: collect(p, k, e, tc.batch_size)))(state.params, keys, epsilon)
     stored = batch.filled.shape[-1]
+    if pack_rows:  # laid end to end, in the fewest of the update's row counts that holds every seed's batch
+        needed = int(jnp.max(jax.vmap(rows_needed)(batch)))
+        rows = min(r for r, _ in learner.setup.layouts if r >= needed) if learner.setup.packs else needed
+        batch = jax.jit(jax.vmap(lambda b: pack(b, rows)))(batch)
     if window is not None:  # the first ``window`` entries of each episode, as an update's time window takes them
         if not 2 <= window <= stored:
             raise SystemExit(f"--window {window}: must be between 2 and the {stored} entries an episode is stored "
@@ -77,7 +83,8 @@ def profile(overrides: list[str], num_seeds: int, repeats: int, window: int | No
 
     is_qr = jnp.zeros((num_seeds,), bool)
     row = {"method": config.method, "seeds": num_seeds, "num_atoms": config.agent.num_atoms,
-           "episode_steps": int(batch.filled.shape[-1]), "batch_episodes": tc.batch_size}
+           "episode_steps": int(batch.filled.shape[-1]), "batch_episodes": tc.batch_size,
+           "batch_rows": int(batch.filled.shape[-2])}
     row["rollout_ms"] = mean_ms(rollout, state.params, keys, epsilon, repeats=repeats)
     row["recurrence_ms"] = mean_ms(jax.jit(jax.vmap(jax.grad(recurrence))), state.params.agent, batch, repeats=repeats)
     row["loss_fwd_ms"] = mean_ms(jax.jit(jax.vmap(loss)), state.params, state.target_params, batch, is_qr,
@@ -98,12 +105,16 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=None,
                         help="time steps of each episode the update runs over (train.time_windows' sizes, e.g. 26 "
                              "or 51 on SMAX); default: the whole stored episode")
+    parser.add_argument("--pack", action="store_true",
+                        help="the batch's episodes laid end to end in the fewest rows that hold them (train.pack_episodes)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "update_profile.json"))
     args = parser.parse_args()
+    if args.pack and args.window is not None:
+        raise SystemExit("--pack and --window: choose one (packed rows already hold only the stored entries)")
     rows = []
     for seeds in args.seeds:
         for method in args.methods:
-            rows.append(profile(args.overrides + METHODS[method], seeds, args.repeats, args.window))
+            rows.append(profile(args.overrides + METHODS[method], seeds, args.repeats, args.window, args.pack))
             rows[-1]["method"] = method
             print(f"done: {rows[-1]}", flush=True)
     device = f"{jax.devices()[0].platform} ({jax.devices()[0].device_kind})"

@@ -14,6 +14,7 @@ The modules, one job each, are pure functions of a frozen ``Setup``:
 - ``setup``: the networks, env, optimisers, replay and flags of one config;
 - ``acting``: agent inputs, risk-sensitive values, one policy step, rollouts, the step record;
 - ``losses``: the unroll over stored episodes, the TD(lambda) and quantile-regression losses;
+- ``packing``: sampled episodes laid end to end in fewer rows, for the losses;
 - ``update``: one gradient update and one iteration's learning;
 - ``chunk``: init, iterations, chunks with their greedy test, and ``train``.
 
@@ -115,9 +116,10 @@ def make_learner(config: Config, env: ArrayEnv | None = None, run_axis: str | No
     caller vmaps ``run_chunk`` / ``learn`` with (``RUN_AXIS``), or None when it vmaps without a name
     or not at all. With a name, an update skips the quantile-regression loss unless some run makes a
     QR update then (a real ``lax.cond`` on a predicate reduced over the runs), and runs its networks
-    over the shortest of ``train.time_windows`` time windows that holds every run's sampled episodes;
-    without one, a vmapped update computes every branch and selects per run, as a per-run ``cond``
-    becomes a ``select`` (so keep ``time_windows`` at 1 there).
+    on the smallest layout that holds every run's sampled episodes (``train.pack_episodes``' rows, or
+    ``train.time_windows``' windows); without one, a vmapped update computes every branch and selects
+    per run, as a per-run ``cond`` becomes a ``select`` (so keep ``time_windows`` at 1 and
+    ``pack_episodes`` off there).
     """
     setup = make_setup(config, env, run_axis)
     bind = functools.partial
