@@ -80,27 +80,26 @@ def test_losses_on_packed_episodes_equal_the_padded_batch():
 @pytest.mark.slow
 def test_packed_updates_train_as_padded_ones_over_vmapped_runs():
     """Two runs vmapped over the named run axis, with and without ``train.pack_episodes``: the same
-    losses, QR updates and parameters, while the packed updates run over fewer entries per episode."""
+    losses and parameters, while the packed updates run over fewer entries per episode (TD updates
+    only, to keep the compile short: the QR loss on packed rows is checked above)."""
 
     def train(pack_episodes):
-        config = load_config(TINY + [f"train.pack_episodes={pack_episodes}", "train.start_to_update_qr=0",
-                                     "train.qr_interval=30"])
+        config = load_config(TINY + [f"train.pack_episodes={pack_episodes}", "train.use_qr=false"])
         learner = make_learner(config, run_axis=RUN_AXIS)
         hyper = jax.tree.map(lambda *x: jnp.stack(x), *[hyper_from_config(config, lr=lr) for lr in (1e-3, 5e-4)])
         state = jax.vmap(learner.init)(jax.random.split(jax.random.PRNGKey(3), 2), hyper)
         chunk = jax.jit(jax.vmap(learner.run_chunk, axis_name=RUN_AXIS))
         rows = []
-        for _ in range(4):
+        for _ in range(3):
             state, metrics = chunk(state)
-            rows.append({k: np.asarray(metrics[k]) for k in ("td_loss", "qr_loss", "qr_updates", "update_window")})
+            rows.append({k: np.asarray(metrics[k]) for k in ("td_loss", "updates", "update_window")})
         return state.params, {k: np.stack([r[k] for r in rows]) for k in rows[0]}, learner.spec.episode_limit
 
     (packed, m_packed, limit), (padded, m_padded, _) = train(True), train(False)
     np.testing.assert_array_equal(m_padded["update_window"], limit + 1)
     assert np.all(m_packed["update_window"] < limit + 1)
-    np.testing.assert_array_equal(m_packed["qr_updates"], m_padded["qr_updates"])
-    assert m_packed["qr_updates"].sum() > 0
-    for key in ("td_loss", "qr_loss"):
-        np.testing.assert_allclose(m_packed[key], m_padded[key], rtol=1e-4, atol=1e-6, err_msg=key)
+    np.testing.assert_array_equal(m_packed["updates"], m_padded["updates"])
+    assert m_packed["updates"][-1].min() > 0
+    np.testing.assert_allclose(m_packed["td_loss"], m_padded["td_loss"], rtol=1e-4, atol=1e-6)
     for a, b in zip(jax.tree.leaves(packed), jax.tree.leaves(padded)):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
