@@ -207,6 +207,17 @@ def test_qr_loss_skipped_over_runs_changes_nothing():
     assert conds_named == conds_plain + 1  # the QR cond survives vmap only with the named axis
 
 
+def both_losses_and_grad(learner, params, target):
+    """Jitted: episodes -> (gradient of the TD plus the QR loss, the loss's aux), QR on for every run."""
+    @jax.jit
+    def losses_and_grad(episodes):
+        def both(p):
+            aux = learner.loss(p, target, episodes, jnp.bool_(True), None, True)[1]
+            return aux["td_loss"] + aux["qr_loss"], aux
+        return jax.grad(both, has_aux=True)(params)
+    return losses_and_grad
+
+
 def test_loss_over_a_window_that_holds_the_batch_equals_the_whole_episode():
     """The TD(lambda) and QR losses and their gradient over the first L + 1 entries of the stored
     episodes, L the longest episode in the batch, are those over the whole padded episodes."""
@@ -217,13 +228,7 @@ def test_loss_over_a_window_that_holds_the_batch_equals_the_whole_episode():
     longest = int(np.asarray(batch.filled).sum(axis=1).max())
     assert longest + 1 < batch.filled.shape[1]  # the batch leaves padding to cut
 
-    @jax.jit
-    def losses_and_grad(episodes):
-        def both(p):
-            aux = learner.loss(p, target, episodes, jnp.bool_(True), None, True)[1]
-            return aux["td_loss"] + aux["qr_loss"], aux
-        return jax.grad(both, has_aux=True)(params)
-
+    losses_and_grad = both_losses_and_grad(learner, params, target)
     grads_whole, whole = losses_and_grad(batch)
     grads_cut, cut = losses_and_grad(jax.tree.map(lambda v: v[:, :longest + 1], batch))
     short = losses_and_grad(jax.tree.map(lambda v: v[:, :longest], batch))[1]  # drops the last transitions
@@ -231,6 +236,28 @@ def test_loss_over_a_window_that_holds_the_batch_equals_the_whole_episode():
         np.testing.assert_allclose(cut[key], whole[key], rtol=1e-5, err_msg=key)
         assert abs(float(short[key]) - float(whole[key])) > 1e-4 * abs(float(whole[key])), key
     for a, b in zip(jax.tree.leaves(grads_cut), jax.tree.leaves(grads_whole)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
+
+
+def test_losses_on_packed_episodes_equal_the_padded_batch():
+    """TD(lambda) and QR losses, the predictor's entropy and the gradient on the episodes laid end to
+    end (rmix_jax.learner.packing) are those on the padded batch (only the summation order differs)."""
+    from rmix_jax.learner.packing import pack, rows_needed
+
+    learner = make_learner(load_config(TINY + ["train.batch_size=8", "train.td_lambda=0.8"]))
+    params = learner.init(jax.random.PRNGKey(0)).params
+    target = jax.tree.map(lambda x: x * 0.9, params)
+    batch = learner.rollout(params, jax.random.PRNGKey(5), jnp.float32(0.3), 8)[0]
+    needed = int(rows_needed(batch))
+    assert needed < 8
+
+    losses_and_grad = both_losses_and_grad(learner, params, target)
+    grads_padded, padded = losses_and_grad(batch)
+    grads_packed, packed = losses_and_grad(pack(batch, needed))
+    for key in ("td_loss", "qr_loss", "alpha_entropy"):
+        np.testing.assert_allclose(packed[key], padded[key], rtol=1e-5, err_msg=key)
+    assert float(padded["qr_loss"]) > 0 and float(padded["td_loss"]) > 0
+    for a, b in zip(jax.tree.leaves(grads_packed), jax.tree.leaves(grads_padded)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
 
 

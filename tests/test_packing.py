@@ -1,5 +1,5 @@
-"""Sampled episodes laid end to end (rmix_jax.learner.packing) against a NumPy next fit, and the
-losses on them against the padded batch."""
+"""Sampled episodes laid end to end (rmix_jax.learner.packing) against a plain next fit, and packed
+updates in vmapped training (the losses on packed rows: tests/test_learner.py)."""
 
 import jax
 import jax.numpy as jnp
@@ -51,37 +51,11 @@ def test_pack_lays_episodes_end_to_end_as_a_plain_next_fit(epsilon):
     assert int(np.asarray(packed.reset).sum()) == batch.filled.shape[0]
 
 
-def test_losses_on_packed_episodes_equal_the_padded_batch():
-    """TD(lambda) and QR losses, the predictor's entropy and the gradient on the episodes laid end to
-    end are those on the padded batch (only the summation order differs)."""
-    learner = make_learner(load_config(TINY + ["train.td_lambda=0.8"]))
-    params = learner.init(jax.random.PRNGKey(0)).params
-    target = jax.tree.map(lambda x: x * 0.9, params)
-    batch = sampled_batch(learner, n=8, epsilon=0.3, seed=5)
-    needed = int(rows_needed(batch))
-    assert needed < 8
-
-    @jax.jit
-    def losses_and_grad(episodes):
-        def both(p):
-            aux = learner.loss(p, target, episodes, jnp.bool_(True), None, True)[1]
-            return aux["td_loss"] + aux["qr_loss"], aux
-        return jax.grad(both, has_aux=True)(params)
-
-    grads_padded, padded = losses_and_grad(batch)
-    grads_packed, packed = losses_and_grad(pack(batch, needed))
-    for key in ("td_loss", "qr_loss", "alpha_entropy"):
-        np.testing.assert_allclose(packed[key], padded[key], rtol=1e-5, err_msg=key)
-    assert float(padded["qr_loss"]) > 0 and float(padded["td_loss"]) > 0
-    for a, b in zip(jax.tree.leaves(grads_packed), jax.tree.leaves(grads_padded)):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
-
-
 @pytest.mark.slow
 def test_packed_updates_train_as_padded_ones_over_vmapped_runs():
     """Two runs vmapped over the named run axis, with and without ``train.pack_episodes``: the same
     losses and parameters, while the packed updates run over fewer entries per episode (TD updates
-    only, to keep the compile short: the QR loss on packed rows is checked above)."""
+    only, to keep the compile short: the QR loss on packed rows is checked in tests/test_learner.py)."""
 
     def train(pack_episodes):
         config = load_config(TINY + [f"train.pack_episodes={pack_episodes}", "train.use_qr=false"])
